@@ -8,24 +8,13 @@ builds a :class:`StepContext` for every step, hands it to :meth:`Executor.run` a
 from __future__ import annotations
 
 import contextlib
-import sys
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-if sys.version_info >= (3, 11):
-    from enum import StrEnum
-else:  # pragma: no cover - Python 3.10
-    from enum import Enum
-
-    class StrEnum(str, Enum):
-        """A string enum whose ``str()`` is its value (``enum.StrEnum`` on 3.11+)."""
-
-        def __str__(self) -> str:
-            return str(self.value)
-
+from ..domain.enums import Action
 
 __all__ = [
     "Action",
@@ -35,14 +24,6 @@ __all__ = [
     "StepResult",
     "safe_emit",
 ]
-
-
-class Action(StrEnum):
-    """What a step does to its resource."""
-
-    APPLY = "apply"
-    DESTROY = "destroy"
-    REFRESH = "refresh"
 
 
 class ExecutorConfigError(ValueError):

@@ -1,0 +1,89 @@
+"""The Celery side of the transport port: app factory, publishing, remote control."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from celery import Celery
+
+from .domain.names import queue_name
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+EXECUTE_RELEASE = "release_orchestrator.execute_release"
+DISPATCH = "release_orchestrator.dispatch"
+TICK = "release_orchestrator.scheduled_tick"
+CONTROL_QUEUE = "relo.control"
+
+
+def make_app(settings: Settings, main: str = "relo") -> Celery:
+    """A Celery app configured from ``celeryconfig`` and the ``RELO_*`` settings."""
+    app = Celery(main, broker=settings.effective_broker_url, set_as_current=False)
+    app.config_from_object("celeryconfig")
+    app.conf.beat_schedule = {
+        "relo-tick": {
+            "task": TICK,
+            "schedule": settings.schedule_tick,
+            "options": {"queue": CONTROL_QUEUE, "expires": max(settings.schedule_tick * 2, 5)},
+        }
+    }
+    return app
+
+
+class CeleryTransport:
+    """Publishes release tasks to ``release.<project>.<environment>`` queues."""
+
+    def __init__(self, app: Celery, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self._redis: Any = None
+
+    def send_release(self, project: str, environment: str, release_id: int,
+                     description: str) -> None:
+        self.app.send_task(
+            EXECUTE_RELEASE,
+            args=(release_id,),
+            kwargs={"project": project, "environment": environment},
+            queue=queue_name(project, environment),
+            argsrepr=f"({release_id},)",
+            kwargsrepr=description,
+            ignore_result=True,
+        )
+
+    def follow(self, queues: Sequence[str]) -> None:
+        try:
+            self.app.control.broadcast("relo_follow", arguments={"queues": list(queues)})
+        except Exception:  # workers also poll for new environments
+            log.warning("could not broadcast new queues to workers", exc_info=True)
+
+    def _redis_client(self) -> Any:
+        if self._redis is None:
+            import redis
+
+            url = self.settings.effective_broker_url
+            if not url.startswith(("redis://", "rediss://", "unix://")):
+                return None
+            self._redis = redis.Redis.from_url(url, socket_timeout=5)
+        return self._redis
+
+    def queue_length(self, queue: str) -> int | None:
+        client = self._redis_client()
+        if client is None:
+            return None
+        try:
+            return int(client.llen(queue))
+        except Exception:
+            return None
+
+    def consumers(self, queue: str, timeout: float = 1.0) -> list[str] | None:
+        try:
+            replies = self.app.control.inspect(timeout=timeout).active_queues() or {}
+        except Exception:
+            return None
+        return sorted(
+            worker for worker, queues in replies.items()
+            if any(q.get("name") == queue for q in queues or [])
+        )

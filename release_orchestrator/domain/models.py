@@ -1,0 +1,228 @@
+"""Immutable domain records (SPEC §1), as frozen pydantic models.
+
+These are what the client returns and the CLI renders; storage converts rows to them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .enums import (
+    Action,
+    Health,
+    PauseScope,
+    ReleaseStatus,
+    ReleaseType,
+    SkipReason,
+    StepPhase,
+    StepStatus,
+    SyncStatus,
+    Trigger,
+)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, use_enum_values=False)
+
+
+class EnvironmentSettings(_Frozen):
+    """Per-environment release settings (SPEC §5)."""
+
+    parallel_releases: bool = False
+    max_parallel_releases: int = Field(default=10, ge=1)
+    approval_required: bool = False
+
+    @property
+    def effective_parallel(self) -> bool:
+        """Parallel execution really on: approval on disables it."""
+        return self.parallel_releases and not self.approval_required
+
+
+class Pause(_Frozen):
+    """A pause at project or environment level (SPEC §4)."""
+
+    scope: PauseScope
+    project: str
+    environment: str | None = None
+    paused_by: str
+    paused_at: datetime
+    reason: str | None = None
+    until: datetime | None = None
+
+
+class Target(_Frozen):
+    """One target of a selective release: ``TYPE/NAME`` and an action."""
+
+    resource: str
+    action: Action = Action.APPLY
+
+    @property
+    def type(self) -> str:
+        return self.resource.split("/", 1)[0]
+
+    @property
+    def name(self) -> str:
+        return self.resource.split("/", 1)[1]
+
+    def __str__(self) -> str:
+        return f"{self.resource}:{self.action}"
+
+
+class Step(_Frozen):
+    """One executor run of one resource inside a release."""
+
+    seq: int
+    resource: str
+    action: Action
+    phase: StepPhase = StepPhase.FORWARD
+    status: StepStatus
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    output: str = ""
+
+
+class Hold(_Frozen):
+    """Why a queued release is not running (one admission-policy reason)."""
+
+    code: str
+    message: str
+    release_id: int | None = None
+    resources: list[str] = Field(default_factory=list)
+
+
+class Release(_Frozen):
+    """One run against one environment (SPEC §1, §3, §11)."""
+
+    id: int
+    project: str
+    environment: str
+    type: ReleaseType
+    status: ReleaseStatus
+    position: int | None = None
+    refresh: bool = False
+    force: bool = False
+    allow_destroy: bool = False
+    no_rollback: bool = False
+    comment: str | None = None
+    triggered_by: str
+    trigger: Trigger
+    targets: list[Target] = Field(default_factory=list)
+    extra_args: list[str] = Field(default_factory=list)
+    extra_vars: dict[str, str] = Field(default_factory=dict)
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: str | None = None
+    skip_reason: SkipReason | None = None
+    worker: str | None = None
+    fencing_token: int | None = None
+    steps: list[Step] = Field(default_factory=list)
+    held: list[Hold] = Field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """The keys of SPEC §3 (``release active -o json``)."""
+        return {
+            "id": self.id,
+            "type": str(self.type),
+            "status": str(self.status),
+            "position": self.position,
+            "refresh": self.refresh,
+            "force": self.force,
+            "allow_destroy": self.allow_destroy,
+            "comment": self.comment,
+            "triggered_by": self.triggered_by,
+            "targets": [
+                {"type": t.type, "name": t.name, "action": str(t.action)} for t in self.targets
+            ],
+            "created_at": _iso(self.created_at),
+            "started_at": _iso(self.started_at),
+            "project": self.project,
+            "environment": self.environment,
+            "held": [h.model_dump() for h in self.held],
+        }
+
+    def detail(self) -> dict[str, Any]:
+        """``release show -o json``: the summary plus trigger, end, error and steps."""
+        out = self.summary()
+        out.update(
+            trigger=str(self.trigger),
+            finished_at=_iso(self.finished_at),
+            error=self.error,
+            skip_reason=str(self.skip_reason) if self.skip_reason else None,
+            no_rollback=self.no_rollback,
+            worker=self.worker,
+            fencing_token=self.fencing_token,
+            steps=[
+                {
+                    "seq": s.seq,
+                    "resource": s.resource,
+                    "action": str(s.action),
+                    "phase": str(s.phase),
+                    "status": str(s.status),
+                    "started_at": _iso(s.started_at),
+                    "finished_at": _iso(s.finished_at),
+                    "exit_code": s.exit_code,
+                    "error": s.error,
+                    "output": s.output,
+                }
+                for s in self.steps
+            ],
+        )
+        return out
+
+
+class ResourceStatus(_Frozen):
+    """A resource in one environment: desired vs applied, sync status and health."""
+
+    resource: str
+    executor: str
+    depends_on: list[str] = Field(default_factory=list)
+    desired_spec: dict[str, Any]
+    applied_spec: dict[str, Any] | None = None
+    sync: SyncStatus
+    health: Health
+    last_release_id: int | None = None
+
+
+class Environment(_Frozen):
+    """An environment of a project with its settings and pause state."""
+
+    project: str
+    name: str
+    settings: EnvironmentSettings
+    launched: bool = False
+    project_pause: Pause | None = None
+    environment_pause: Pause | None = None
+
+
+class Event(_Frozen):
+    """One entry of the append-only audit history (SPEC §1)."""
+
+    id: int
+    at: datetime
+    actor: str
+    kind: str
+    project: str | None = None
+    environment: str | None = None
+    release_id: int | None = None
+    message: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class Finding(_Frozen):
+    """One ``relo diagnose`` finding (SPEC §8)."""
+
+    code: str
+    message: str
+    remedy: str | None = None
+    release_id: int | None = None
+    resources: list[str] = Field(default_factory=list)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None

@@ -1,0 +1,467 @@
+"""The release engine: what a worker does with one ``execute_release`` message.
+
+1. Skip unless the release is queued and dispatched (a second delivery is a no-op).
+2. Take every state lock of the release in one atomic script (fencing token included).
+3. Claim the release in the database with a compare-and-set ``queued → running``.
+4. Run refresh steps, plan, run steps in dependency order; on failure roll back the steps
+   already applied, in reverse order, by applying their previous applied spec.
+5. Every state write is fenced: it succeeds only while the release is running under this
+   worker's fencing token; a worker that lost its lease stops.
+6. Release the locks and re-evaluate the environment so the next release starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ..domain import Action, ReleaseStatus, ReleaseType, StepPhase, StepStatus, SyncStatus
+from ..domain.names import env_key, resource_key
+from ..executors import StepContext, StepResult, get_executor
+from ..executors.registry import UnknownExecutor
+from ..locks import Lease, LockConflictError, LockRequest, LockStoreUnavailable
+from ..policy.plan import PlanError, ResourceView, dependency_order, plan_release
+from ..storage.convert import sync_of
+from ..storage.repository import Repository
+from ..storage.tables import ResourceStateRow, StepRow
+from .context import Context
+from .dispatch import evaluate
+
+log = logging.getLogger(__name__)
+
+
+class LeaseLost(Exception):
+    """This worker no longer holds the release (lease expired, broken, or fenced out)."""
+
+
+@dataclass
+class ResourceDef:
+    key: str
+    resource_id: int
+    executor: str
+    config: dict[str, Any]
+    timeout: float | None
+    depends_on: tuple[str, ...]
+    desired: dict[str, Any]
+    applied: dict[str, Any] | None
+    sync: SyncStatus
+
+
+@dataclass
+class Job:
+    release_id: int
+    env_id: int
+    project: str
+    environment: str
+    type: ReleaseType
+    targets: list[tuple[str, Action]]
+    refresh: bool
+    force: bool
+    allow_destroy: bool
+    no_rollback: bool
+    extra_args: tuple[str, ...]
+    extra_vars: dict[str, str]
+    resources: dict[str, ResourceDef] = field(default_factory=dict)
+
+
+def execute(ctx: Context, release_id: int, worker: str) -> str:
+    """Run one release if it is ours to run. Returns a short outcome for the task result."""
+    with ctx.db.session(write=False) as s:
+        repo = Repository(s)
+        row = repo.release_row(release_id)
+        if row.status != ReleaseStatus.QUEUED or row.dispatched_at is None:
+            return f"skipped: release {release_id} is {row.status}"
+        project, environment = repo.names_of(row.environment_id)
+        env_id = row.environment_id
+        whole = ReleaseType(row.type).needs_whole_environment
+        targets = tuple(t["resource"] for t in row.targets)
+    owner = f"{release_id}:{worker}:{uuid.uuid4().hex[:8]}"
+    request = LockRequest(
+        env_key=env_key(project, environment), owner=owner, exclusive=whole,
+        resources=() if whole else targets, release_id=release_id,
+        ttl_ms=ctx.settings.lock_ttl_ms,
+    )
+    try:
+        lease = ctx.locks.acquire(request)
+    except (LockConflictError, LockStoreUnavailable) as exc:
+        _undispatch(ctx, release_id, f"could not take state locks: {exc}")
+        if isinstance(exc, LockConflictError):
+            evaluate(ctx, env_id)
+        return f"requeued: {exc}"
+    now = ctx.clock.now()
+    with ctx.db.session() as s:
+        repo = Repository(s)
+        claimed = repo.set_status(
+            release_id, ReleaseStatus.QUEUED, ReleaseStatus.RUNNING,
+            started_at=now, heartbeat_at=now, worker=worker,
+            fencing_token=lease.fencing_token, lock_owner=owner, queue_seq=None,
+        )
+        if claimed:
+            repo.event(at=now, actor=worker, kind="started", project=project,
+                       environment=environment, release_id=release_id,
+                       message=f"release {release_id} started on {worker} "
+                               f"(fencing token {lease.fencing_token})")
+    if not claimed:
+        ctx.locks.release(lease)
+        return f"skipped: release {release_id} was claimed elsewhere or cancelled"
+    runner = Runner(ctx, release_id, lease, worker)
+    heartbeat = Heartbeat(ctx, runner)
+    heartbeat.start()
+    try:
+        outcome = runner.run()
+    except LeaseLost as exc:
+        outcome = f"lease lost: {exc}"
+        log.warning("release %s: %s", release_id, outcome)
+    finally:
+        heartbeat.stop()
+        try:
+            ctx.locks.release(lease)
+        except Exception:
+            log.exception("release %s: could not release locks (they expire with the TTL)",
+                          release_id)
+    evaluate(ctx, env_id)
+    return outcome
+
+
+def _undispatch(ctx: Context, release_id: int, why: str) -> None:
+    with ctx.db.session() as s:
+        repo = Repository(s)
+        row = repo.release_row(release_id)
+        if row.status == ReleaseStatus.QUEUED and row.dispatched_at is not None:
+            row.dispatched_at = None
+            project, environment = repo.names_of(row.environment_id)
+            repo.event(at=ctx.clock.now(), actor="relo", kind="requeued", project=project,
+                       environment=environment, release_id=release_id,
+                       message=f"release {release_id} back in the queue: {why}")
+
+
+class Runner:
+    """Runs the steps of one claimed release, writing every change under its fencing token."""
+
+    def __init__(self, ctx: Context, release_id: int, lease: Lease, worker: str) -> None:
+        self.ctx = ctx
+        self.release_id = release_id
+        self.lease = lease
+        self.token = lease.fencing_token
+        self.worker = worker
+        self.cancel = threading.Event()
+        self.lost = threading.Event()
+        self.seq = 0
+        self._output_lock = threading.Lock()
+        self._live: deque[str] = deque()
+        self._live_size = 0
+        self._live_step: int | None = None
+        self._live_dirty = False
+
+    # -- fenced writes -------------------------------------------------------------------
+    def _check(self, repo: Repository) -> None:
+        if not repo.fenced_update(self.release_id, self.token):
+            raise LeaseLost(f"release {self.release_id} is no longer running under token "
+                            f"{self.token}")
+
+    def heartbeat(self) -> None:
+        with self.ctx.db.session() as s:
+            if not Repository(s).fenced_update(self.release_id, self.token,
+                                               heartbeat_at=self.ctx.clock.now()):
+                raise LeaseLost("fenced out")
+
+    def _load(self) -> Job:
+        with self.ctx.db.session(write=False) as s:
+            repo = Repository(s)
+            row = repo.release_row(self.release_id)
+            project, env = repo.environment_by_id(row.environment_id)
+            job = Job(
+                release_id=row.id, env_id=env.id, project=project.name, environment=env.name,
+                type=ReleaseType(row.type),
+                targets=[(t["resource"], Action(t["action"])) for t in row.targets],
+                refresh=row.refresh, force=row.force, allow_destroy=row.allow_destroy,
+                no_rollback=row.no_rollback, extra_args=tuple(row.extra_args or ()),
+                extra_vars=dict(row.extra_vars or {}),
+            )
+            states = repo.states(env)
+            for res in repo.resources(project):
+                state = states.get(res.id) or repo.state(env, res)
+                key = resource_key(res.rtype, res.name)
+                job.resources[key] = ResourceDef(
+                    key=key, resource_id=res.id, executor=res.executor, config=dict(res.config),
+                    timeout=res.timeout, depends_on=tuple(res.depends_on or ()),
+                    desired=dict(state.desired_spec),
+                    applied=dict(state.applied_spec) if state.applied_spec is not None else None,
+                    sync=sync_of(state),
+                )
+        return job
+
+    # -- the release ---------------------------------------------------------------------
+    def run(self) -> str:
+        job = self._load()
+        missing = [k for k, _ in job.targets if k not in job.resources]
+        if missing:
+            return self._finish(job, ReleaseStatus.FAILED,
+                                f"targets no longer in the project: {', '.join(missing)}")
+        if job.refresh:
+            scope = ({k for k, _ in job.targets} if job.type is ReleaseType.SELECTIVE
+                     else set(job.resources))
+            views = [self._view(r) for r in job.resources.values()]
+            for key in dependency_order(views):
+                if key not in scope:
+                    continue
+                result = self._step(job, key, Action.REFRESH, StepPhase.FORWARD)
+                if not result.ok:
+                    return self._finish(job, ReleaseStatus.FAILED,
+                                        f"refresh of {key} failed: {result.error}")
+        try:
+            plan = plan_release(
+                job.type, [self._view(r) for r in job.resources.values()],
+                targets=job.targets, force=job.force, allow_destroy=job.allow_destroy,
+            )
+        except PlanError as exc:
+            return self._finish(job, ReleaseStatus.FAILED, str(exc))
+        done: list[tuple[str, Action, dict[str, Any] | None]] = []
+        failure: str | None = None
+        for planned in plan:
+            before = job.resources[planned.resource].applied
+            result = self._step(job, planned.resource, planned.action, StepPhase.FORWARD)
+            if not result.ok:
+                failure = f"{planned.action} of {planned.resource} failed: {result.error}"
+                break
+            if planned.action is not Action.REFRESH:
+                done.append((planned.resource, planned.action, before))
+        if failure is None:
+            return self._finish(job, ReleaseStatus.SUCCEEDED, None)
+        if job.no_rollback or not done:
+            return self._finish(job, ReleaseStatus.FAILED, failure)
+        rollback_failed = []
+        for key, _action, previous in reversed(done):
+            if previous is None:
+                result = self._step(job, key, Action.DESTROY, StepPhase.ROLLBACK)
+            else:
+                result = self._step(job, key, Action.APPLY, StepPhase.ROLLBACK, spec=previous)
+            if not result.ok:
+                rollback_failed.append(key)
+        if rollback_failed:
+            return self._finish(
+                job, ReleaseStatus.ROLLBACK_FAILED,
+                f"{failure}; rollback of {', '.join(rollback_failed)} failed "
+                "(state Unknown: run a refresh release)",
+            )
+        return self._finish(job, ReleaseStatus.ROLLED_BACK,
+                            f"{failure}; rolled back {len(done)} step(s)")
+
+    @staticmethod
+    def _view(r: ResourceDef) -> ResourceView:
+        return ResourceView(key=r.key, depends_on=r.depends_on, sync=r.sync,
+                            present=r.applied is not None)
+
+    def _step(self, job: Job, key: str, action: Action, phase: StepPhase,
+              spec: dict[str, Any] | None = None) -> StepResult:
+        if self.cancel.is_set():
+            raise LeaseLost("lease lost before the next step")
+        res = job.resources[key]
+        self.seq += 1
+        seq = self.seq
+        now = self.ctx.clock.now()
+        with self.ctx.db.session() as s:
+            repo = Repository(s)
+            self._check(repo)
+            s.add(StepRow(release_id=job.release_id, seq=seq, resource=key, action=str(action),
+                          phase=str(phase), status=str(StepStatus.RUNNING), started_at=now,
+                          output=""))
+        desired = spec if spec is not None else (
+            res.applied if action is Action.DESTROY else res.desired)
+        rtype, _, name = key.partition("/")
+        with self._output_lock:
+            self._live.clear()
+            self._live_size = 0
+            self._live_step = seq
+        try:
+            executor = get_executor(res.executor)
+        except UnknownExecutor as exc:
+            result = StepResult(ok=False, exit_code=None, output="", error=str(exc))
+        else:
+            result = executor.run(
+                StepContext(
+                    project=job.project, environment=job.environment,
+                    release_id=job.release_id, resource_type=rtype, resource_name=name,
+                    action=action, desired_spec=desired, previous_spec=res.applied,
+                    config=res.config, timeout=res.timeout,
+                    extra_args=job.extra_args if phase is StepPhase.FORWARD else (),
+                    extra_vars=job.extra_vars if phase is StepPhase.FORWARD else {},
+                    output_limit=self.ctx.settings.output_tail_bytes, cancel=self.cancel,
+                    on_output=self._on_output,
+                )
+            )
+        with self._output_lock:
+            self._live_step = None
+        if self.lost.is_set():
+            raise LeaseLost("lease lost during a step")
+        self._record(job, res, seq, action, phase, result, desired)
+        return result
+
+    def _record(self, job: Job, res: ResourceDef, seq: int, action: Action, phase: StepPhase,
+                result: StepResult, desired: dict[str, Any] | None) -> None:
+        now = self.ctx.clock.now()
+        with self.ctx.db.session() as s:
+            repo = Repository(s)
+            self._check(repo)
+            step = s.query(StepRow).filter_by(release_id=job.release_id, seq=seq).one()
+            step.status = str(StepStatus.SUCCEEDED if result.ok else StepStatus.FAILED)
+            step.finished_at = now
+            step.exit_code = result.exit_code
+            step.error = result.error
+            step.output = result.output
+            state = s.query(ResourceStateRow).filter_by(
+                environment_id=job.env_id, resource_id=res.resource_id).one()
+            if state.fence > self.token:
+                raise LeaseLost(f"{res.key} was written by a newer release")
+            state.fence = self.token
+            state.last_release_id = job.release_id
+            state.updated_at = now
+            if result.ok:
+                if action is Action.APPLY:
+                    state.applied_spec = desired
+                    state.ever_applied = True
+                    state.unknown = False
+                    state.degraded = False
+                elif action is Action.DESTROY:
+                    state.applied_spec = None
+                    state.unknown = False
+                    state.degraded = False
+                else:
+                    state.applied_spec = result.observed_spec
+                    state.ever_applied = state.ever_applied or result.observed_spec is not None
+                    state.unknown = False
+            elif phase is StepPhase.ROLLBACK:
+                state.unknown = True
+                state.degraded = True
+            elif action is not Action.REFRESH:
+                state.degraded = True
+            res.applied = dict(state.applied_spec) if state.applied_spec is not None else None
+            res.sync = sync_of(state)
+
+    def _finish(self, job: Job, status: ReleaseStatus, error: str | None) -> str:
+        now = self.ctx.clock.now()
+        with self.ctx.db.session() as s:
+            repo = Repository(s)
+            if not repo.fenced_update(job.release_id, self.token, status=str(status),
+                                      finished_at=now, error=error):
+                raise LeaseLost("fenced out at finish")
+            if status is ReleaseStatus.SUCCEEDED and job.type in (ReleaseType.LAUNCH,
+                                                                  ReleaseType.FULL):
+                _, env = repo.environment_by_id(job.env_id)
+                env.launched = True
+            repo.event(at=now, actor=self.worker, kind=str(status), project=job.project,
+                       environment=job.environment, release_id=job.release_id,
+                       message=f"release {job.release_id} {status}" +
+                               (f": {error}" if error else ""))
+        return str(status)
+
+    # -- live output -----------------------------------------------------------------------
+    def _on_output(self, text: str) -> None:
+        limit = self.ctx.settings.output_tail_bytes
+        with self._output_lock:
+            self._live.append(text)
+            self._live_size += len(text)
+            while self._live_size > limit and len(self._live) > 1:
+                self._live_size -= len(self._live.popleft())
+            self._live_dirty = True
+
+    def flush_output(self) -> None:
+        """Write the running step's output so far (``release logs --follow``)."""
+        with self._output_lock:
+            if not self._live_dirty or self._live_step is None:
+                return
+            seq, text = self._live_step, "".join(self._live)[-self.ctx.settings.output_tail_bytes:]
+            self._live_dirty = False
+        with self.ctx.db.session() as s:
+            repo = Repository(s)
+            if repo.fenced_update(self.release_id, self.token):
+                s.query(StepRow).filter_by(release_id=self.release_id, seq=seq,
+                                           status=str(StepStatus.RUNNING)).update(
+                    {"output": text}, synchronize_session=False)
+
+
+class Heartbeat(threading.Thread):
+    """Extends the lease every third of the TTL; on loss, cancels the running step."""
+
+    def __init__(self, ctx: Context, runner: Runner) -> None:
+        super().__init__(name=f"relo-heartbeat-{runner.release_id}", daemon=True)
+        self.ctx = ctx
+        self.runner = runner
+        self._stop_event = threading.Event()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=10)
+
+    def run(self) -> None:
+        ttl = self.ctx.settings.lock_ttl
+        interval = ttl / 3
+        last_ok = time.monotonic()
+        next_extend = time.monotonic() + interval
+        while not self._stop_event.wait(min(1.0, interval)):
+            try:
+                self.runner.flush_output()
+            except LeaseLost:
+                self._lose("fenced out")
+                return
+            except Exception:
+                log.debug("output flush failed", exc_info=True)
+            if time.monotonic() < next_extend:
+                continue
+            next_extend = time.monotonic() + interval
+            try:
+                if not self.ctx.locks.extend(self.runner.lease):
+                    self._lose("state lock lost (expired or broken)")
+                    return
+                self.runner.heartbeat()
+                last_ok = time.monotonic()
+            except LeaseLost:
+                self._lose("fenced out")
+                return
+            except Exception:
+                log.warning("heartbeat of release %s failed", self.runner.release_id,
+                            exc_info=True)
+                if time.monotonic() - last_ok > ttl:
+                    self._lose("heartbeat failing for longer than the lease TTL")
+                    return
+
+    def _lose(self, why: str) -> None:
+        log.error("release %s: %s; stopping it", self.runner.release_id, why)
+        self.runner.lost.set()
+        self.runner.cancel.set()
+
+
+def fail_lost_release(ctx: Context, release_id: int, now: datetime) -> bool:
+    """End a running release whose worker vanished: ``failed``, in-flight resources Unknown."""
+    with ctx.db.session() as s:
+        repo = Repository(s)
+        row = repo.release_row(release_id)
+        heartbeat = row.heartbeat_at
+        error = ("worker lost: no heartbeat since "
+                 f"{heartbeat.isoformat() if heartbeat else 'start'} and its lease expired"
+                 f" (worker {row.worker})")
+        if not repo.set_status(release_id, ReleaseStatus.RUNNING, ReleaseStatus.FAILED,
+                               finished_at=now, error=error):
+            return False
+        project, environment = repo.names_of(row.environment_id)
+        prow, env = repo.environment_by_id(row.environment_id)
+        keys = {resource_key(r.rtype, r.name): r for r in repo.resources(prow)}
+        for step in repo.steps(release_id):
+            if step.status == StepStatus.RUNNING:
+                step.status = str(StepStatus.FAILED)
+                step.finished_at = now
+                step.error = "worker lost"
+                res = keys.get(step.resource)
+                if res is not None:
+                    state = repo.state(env, res)
+                    state.unknown = True
+                    state.last_release_id = release_id
+        repo.event(at=now, actor="relo", kind="failed", project=project,
+                   environment=environment, release_id=release_id, message=error)
+    return True

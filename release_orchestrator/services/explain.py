@@ -1,0 +1,36 @@
+"""Why queued releases wait: the admission policy's reasons, rendered as holds."""
+
+from __future__ import annotations
+
+from ..domain import Hold
+from ..domain.names import env_key
+from ..policy.admission import Decision, decide
+from ..policy.findings import finding_of
+from ..storage.repository import Repository
+from .context import Context
+from .snapshot import build_snapshot, lock_infos
+
+
+def decision_for(ctx: Context, project: str, environment: str) -> Decision:
+    """The policy's decision over the whole queue of an environment (read only)."""
+    now = ctx.clock.now()
+    locks = lock_infos(ctx, env_key(project, environment))
+    with ctx.db.session(write=False) as s:
+        repo = Repository(s)
+        prow, env = repo.environment(project, environment)
+        snapshot = build_snapshot(repo, prow, env, now, locks, full_queue=True)
+    return decide(snapshot)
+
+
+def explain(ctx: Context, project: str, environment: str) -> dict[int, list[Hold]]:
+    """For each waiting release, what holds it (SPEC §4: shown by ``release active``)."""
+    decision = decision_for(ctx, project, environment)
+    out: dict[int, list[Hold]] = {}
+    for release_id, reasons in decision.held.items():
+        holds = []
+        for reason in reasons:
+            f = finding_of(reason, project, environment, release_id)
+            holds.append(Hold(code=f.code, message=f.message, release_id=reason.release_id,
+                              resources=list(reason.resources)))
+        out[release_id] = holds
+    return out

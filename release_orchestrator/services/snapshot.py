@@ -1,0 +1,144 @@
+"""Build the admission policy's snapshot of one environment from storage and Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from ..domain import PauseScope, ReleaseType
+from ..errors import Unavailable
+from ..policy.admission import Claim, LockInfo, PauseState, Snapshot, WindowHold
+from ..policy.windows import Window, WindowKind, window_state
+from ..storage.repository import Repository
+from ..storage.tables import EnvironmentRow, ProjectRow, ReleaseRow
+from .context import Context
+
+#: Queued releases read per page when looking for ones that may start.
+PAGE = 200
+
+
+def claim_of(row: ReleaseRow) -> Claim:
+    if ReleaseType(row.type).needs_whole_environment:
+        return Claim(row.id, whole=True)
+    return Claim(row.id, whole=False, resources=frozenset(t["resource"] for t in row.targets))
+
+
+def pause_state(row: ProjectRow | EnvironmentRow, now: datetime) -> PauseState | None:
+    if row.pause_at is None or (row.pause_until is not None and row.pause_until <= now):
+        return None
+    return PauseState(by=row.pause_by or "unknown", at=row.pause_at, reason=row.pause_reason,
+                      until=row.pause_until)
+
+
+def expire_pauses(repo: Repository, project: ProjectRow, env: EnvironmentRow,
+                  now: datetime) -> None:
+    """Clear pauses whose ``until`` has passed, with an audit event (call in a write tx)."""
+    for row, scope in ((project, PauseScope.PROJECT), (env, PauseScope.ENVIRONMENT)):
+        if row.pause_at is not None and row.pause_until is not None and row.pause_until <= now:
+            until = row.pause_until
+            row.pause_at = row.pause_by = row.pause_reason = row.pause_until = None
+            repo.event(
+                at=now, actor="relo", kind="resumed", project=project.name,
+                environment=env.name if scope is PauseScope.ENVIRONMENT else None,
+                message=f"{scope} pause expired at {until.isoformat()}",
+                data={"scope": str(scope), "expired": True},
+            )
+
+
+def windows_of(repo: Repository, env_id: int) -> list[Window]:
+    return [
+        Window(id=w.id, kind=WindowKind(w.kind), cron=w.cron,
+               duration=timedelta(seconds=w.duration_s), timezone=w.timezone)
+        for w in repo.windows(env_id)
+    ]
+
+
+def window_hold(repo: Repository, env_id: int, now: datetime) -> WindowHold | None:
+    windows = windows_of(repo, env_id)
+    if not windows:
+        return None
+    state = window_state(windows, now)
+    if state.open:
+        return None
+    return WindowHold(reason=state.reason or "outside_allow_window",
+                      next_opening=state.next_opening,
+                      window_id=state.blocking.id if state.blocking else None)
+
+
+def lock_infos(ctx: Context, env_key: str, strict: bool = False) -> tuple[LockInfo, ...]:
+    """Live state locks of an environment; empty when Redis does not answer (unless strict)."""
+    try:
+        holders = ctx.locks.holders(env_key)
+    except Exception as exc:  # a dead Redis must not stop admission decisions
+        if strict:
+            raise Unavailable(f"cannot read state locks: {exc}") from exc
+        return ()
+    return tuple(
+        LockInfo(scope=h.scope, resource=h.resource, owner=h.owner, release_id=h.release_id,
+                 since=h.since, ttl_left_ms=h.ttl_left_ms)
+        for h in holders
+    )
+
+
+def build_snapshot(
+    repo: Repository,
+    project: ProjectRow,
+    env: EnvironmentRow,
+    now: datetime,
+    locks: Sequence[LockInfo],
+    *,
+    full_queue: bool = False,
+) -> Snapshot:
+    """The environment as the policy sees it.
+
+    With ``full_queue`` every queued release is included (diagnose); otherwise only the
+    prefix of the queue that can matter for what starts now (the dispatcher's hot path):
+    nothing beyond the head when parallel is off, and paging stops once the cap is reached
+    or a whole-environment release is held (everything after it waits behind it).
+    """
+    running = tuple(claim_of(r) for r in repo.running_rows(env.id))
+    parallel = env.parallel_releases and not env.approval_required
+    if full_queue:
+        queue = tuple(claim_of(r) for r in repo.waiting_rows(env.id))
+    elif not parallel:
+        queue = tuple(claim_of(r) for r in repo.waiting_rows(env.id, limit=1))
+    else:
+        queue = _queue_prefix(repo, env, running)
+    return Snapshot(
+        now=now,
+        parallel_releases=env.parallel_releases,
+        max_parallel_releases=env.max_parallel_releases,
+        approval_required=env.approval_required,
+        project_pause=pause_state(project, now),
+        environment_pause=pause_state(env, now),
+        window_hold=window_hold(repo, env.id, now),
+        running=running,
+        queue=queue,
+        pending_approval=tuple(repo.pending_ids(env.id)) if full_queue else (),
+        locks=tuple(locks),
+    )
+
+
+def _queue_prefix(repo: Repository, env: EnvironmentRow, running: tuple[Claim, ...]
+                  ) -> tuple[Claim, ...]:
+    free = env.max_parallel_releases - len(running)
+    if free <= 0:
+        return ()
+    out: list[Claim] = []
+    after: int | None = None
+    while True:
+        rows = repo.waiting_rows(env.id, limit=PAGE, after_seq=after)
+        for row in rows:
+            claim = claim_of(row)
+            out.append(claim)
+            if claim.whole:
+                return tuple(out)
+        if len(rows) < PAGE:
+            return tuple(out)
+        after = rows[-1].queue_seq
+
+
+def is_busy(repo: Repository, env_id: int) -> bool:
+    """Any release queued or running (a due schedule is skipped as ``busy``)."""
+    return repo.count_active(env_id) > 0
+

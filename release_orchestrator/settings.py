@@ -1,0 +1,86 @@
+"""The one settings object: every ``RELO_*`` variable, built once and passed down."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_database_url() -> str:
+    return f"sqlite:///{Path.cwd() / 'relo.db'}"
+
+
+class Settings(BaseSettings):
+    """relo configuration, read from ``RELO_*`` environment variables (and ``.env``)."""
+
+    model_config = SettingsConfigDict(env_prefix="RELO_", env_file=None, extra="ignore")
+
+    database_url: str = Field(default_factory=_default_database_url)
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    broker_url: str | None = None
+    #: Lease TTL of state locks, seconds; heartbeats extend it every third of it.
+    lock_ttl: float = Field(default=60.0, gt=0)
+    #: Seconds between beat ticks (schedules, reconciler).
+    schedule_tick: float = Field(default=5.0, gt=0)
+    #: A dispatched release not claimed by a worker after this many seconds is re-sent
+    #: (only when its queue is empty, i.e. the message was lost).
+    redispatch_after: float = Field(default=30.0, gt=0)
+    #: Bytes of output kept per step.
+    output_tail_bytes: int = Field(default=64 * 1024, ge=1024)
+    #: Seconds between a worker's checks for environments created after it started.
+    follow_interval: float = Field(default=5.0, gt=0)
+    user: str | None = None
+    key_prefix: str = "relo"
+    flower_basic_auth: str | None = None
+    flower_port: int = 5555
+    web_port: int = 8000
+    api_tokens: str | None = None
+
+    @field_validator("database_url")
+    @classmethod
+    def _sqlalchemy_url(cls, value: str) -> str:
+        if value.startswith("postgres://"):
+            value = "postgresql://" + value[len("postgres://") :]
+        if value.startswith("postgresql://"):
+            value = "postgresql+psycopg://" + value[len("postgresql://") :]
+        return value
+
+    @property
+    def effective_broker_url(self) -> str:
+        """The broker URL: ``RELO_BROKER_URL`` or, by default, the Redis URL."""
+        return self.broker_url or self.redis_url
+
+    @property
+    def lock_ttl_ms(self) -> int:
+        """The lease TTL in milliseconds."""
+        return int(self.lock_ttl * 1000)
+
+    def actor(self) -> str:
+        """Who acts: ``RELO_USER``, else the OS user."""
+        if self.user:
+            return self.user
+        try:
+            import getpass
+
+            return getpass.getuser()
+        except Exception:  # no passwd entry in some containers
+            return os.environ.get("USER", "unknown")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``, safe to print or log."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, ""))

@@ -1,0 +1,176 @@
+"""Engine, transactions and schema migrations.
+
+SQLite (the default) runs in WAL mode with a busy timeout; write transactions start with
+``BEGIN IMMEDIATE`` so that two writers queue on the database lock instead of failing when
+a read transaction upgrades. PostgreSQL serializes per environment with ``SELECT … FOR
+UPDATE`` on the environment row (see :meth:`Repository.lock_environment`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..errors import Unavailable
+from ..settings import redact_url
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+HEAD_REVISION = "0001"
+
+
+def _sqlite_engine(url: str, immediate: bool) -> Engine:
+    engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_connection.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+class Database:
+    """One database: a write engine, a read engine (the same on PostgreSQL), sessions."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.dialect = make_url(url).get_backend_name()
+        if self.dialect == "sqlite":
+            self._write = _sqlite_engine(url, immediate=True)
+            self._read = _sqlite_engine(url, immediate=False)
+        else:
+            self._write = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+            self._read = self._write
+        self._write_sessions = sessionmaker(self._write, expire_on_commit=False)
+        self._read_sessions = sessionmaker(self._read, expire_on_commit=False)
+        self._schema_ok = False
+        self._schema_lock = threading.Lock()
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    def dispose(self) -> None:
+        """Drop pooled connections (after a fork)."""
+        self._write.dispose()
+        if self._read is not self._write:
+            self._read.dispose()
+
+    @contextmanager
+    def session(self, write: bool = True) -> Iterator[Session]:
+        """A session in one transaction: committed on success, rolled back on error."""
+        self.ensure_schema()
+        factory = self._write_sessions if write else self._read_sessions
+        try:
+            with factory() as s, s.begin():
+                yield s
+        except OperationalError as exc:
+            raise Unavailable(
+                f"database {redact_url(self.url)} is not answering: {exc.orig}"
+            ) from exc
+
+    # -- schema ------------------------------------------------------------------------
+    def current_revision(self) -> str | None:
+        try:
+            with self._read.connect() as conn:
+                if not inspect(conn).has_table("alembic_version"):
+                    return None
+                return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        except OperationalError as exc:
+            raise Unavailable(
+                f"database {redact_url(self.url)} is not answering: {exc.orig}"
+            ) from exc
+
+    def ensure_schema(self) -> None:
+        """Bring the schema to the head revision once per process (Alembic)."""
+        if self._schema_ok:
+            return
+        with self._schema_lock:
+            if self._schema_ok:
+                return
+            if self.current_revision() != HEAD_REVISION:
+                with self._migration_lock():
+                    if self.current_revision() != HEAD_REVISION:
+                        self.upgrade()
+            self._schema_ok = True
+
+    @contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        if self.is_sqlite:
+            db_path = make_url(self.url).database or ""
+            if not db_path or db_path == ":memory:":
+                yield
+                return
+            with open(f"{db_path}.migrate.lock", "w") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+            return
+        with self._write.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(727001)"))
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(727001)"))
+                conn.commit()
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Run Alembic migrations up to ``revision``."""
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["engine"] = self._write if not self.is_sqlite else _plain_engine(self.url)
+        try:
+            command.upgrade(cfg, revision)
+        except SQLAlchemyError as exc:
+            raise Unavailable(f"migrating {redact_url(self.url)} failed: {exc}") from exc
+
+
+def _plain_engine(url: str) -> Engine:
+    """A SQLite engine without our BEGIN handling, for Alembic's DDL."""
+    engine = create_engine(url, connect_args={"timeout": 60})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cur = dbapi_connection.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.close()
+
+    return engine
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file behind a SQLite URL, or None."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    return parsed.database if parsed.database and parsed.database != ":memory:" else None
+
+
+def ensure_parent_dir(url: str) -> None:
+    path = sqlite_path(url)
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

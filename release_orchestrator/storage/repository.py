@@ -1,0 +1,480 @@
+"""The repository: every query relo makes, inside one session/transaction.
+
+Services open a transaction with :meth:`Database.session` and wrap it in a
+:class:`Repository`; nothing outside ``storage/`` sees a row class.
+Contract: methods never commit; the caller's transaction is the unit of atomicity.
+``lock_environment`` serializes admission decisions per environment (``FOR UPDATE`` on
+PostgreSQL; SQLite write transactions are already serialized by ``BEGIN IMMEDIATE``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from ..domain import (
+    Environment,
+    Event,
+    Release,
+    ReleaseStatus,
+    ResourceStatus,
+)
+from ..domain.names import resource_key
+from ..errors import InvalidRequest, NotFound, not_found
+from . import convert
+from .tables import (
+    EnvironmentRow,
+    EventRow,
+    ProjectRow,
+    ReleaseRow,
+    ResourceRow,
+    ResourceStateRow,
+    StepRow,
+    WindowRow,
+)
+
+ACTIVE = (ReleaseStatus.PENDING_APPROVAL, ReleaseStatus.QUEUED, ReleaseStatus.RUNNING)
+
+
+class Repository:
+    """Queries over one open session."""
+
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    # -- projects and environments -----------------------------------------------------
+    def project(self, name: str) -> ProjectRow:
+        row = self.s.scalar(select(ProjectRow).where(ProjectRow.name == name))
+        if row is None:
+            raise not_found("project", name, self.project_names())
+        return row
+
+    def project_names(self) -> list[str]:
+        return list(self.s.scalars(select(ProjectRow.name).order_by(ProjectRow.name)))
+
+    def environment(
+        self, project: str, name: str, *, lock: bool = False
+    ) -> tuple[ProjectRow, EnvironmentRow]:
+        """The environment ``project/name``; ``lock`` takes its row lock for this transaction."""
+        prow = self.project(project)
+        query = select(EnvironmentRow).where(
+            EnvironmentRow.project_id == prow.id, EnvironmentRow.name == name
+        )
+        if lock:
+            query = query.with_for_update()
+        env = self.s.scalar(query)
+        if env is None:
+            names = list(
+                self.s.scalars(
+                    select(EnvironmentRow.name).where(EnvironmentRow.project_id == prow.id)
+                )
+            )
+            raise not_found("environment", name, names, where=f"project '{project}'")
+        return prow, env
+
+    def environment_by_id(
+        self, env_id: int, *, lock: bool = False
+    ) -> tuple[ProjectRow, EnvironmentRow]:
+        query = select(EnvironmentRow).where(EnvironmentRow.id == env_id)
+        if lock:
+            query = query.with_for_update()
+        env = self.s.scalar(query)
+        if env is None:
+            raise NotFound(f"unknown environment id {env_id}")
+        prow = self.s.get(ProjectRow, env.project_id)
+        assert prow is not None
+        return prow, env
+
+    def environments(self, project: str | None = None) -> list[tuple[ProjectRow, EnvironmentRow]]:
+        query = (
+            select(ProjectRow, EnvironmentRow)
+            .join(EnvironmentRow, EnvironmentRow.project_id == ProjectRow.id)
+            .order_by(ProjectRow.name, EnvironmentRow.name)
+        )
+        if project is not None:
+            query = query.where(ProjectRow.id == self.project(project).id)
+        return [(p, e) for p, e in self.s.execute(query)]
+
+    def environment_model(self, project: str, name: str) -> Environment:
+        prow, env = self.environment(project, name)
+        return convert.environment_of(prow, env)
+
+    # -- resources ---------------------------------------------------------------------
+    def resources(self, project: ProjectRow) -> list[ResourceRow]:
+        return list(
+            self.s.scalars(
+                select(ResourceRow)
+                .where(ResourceRow.project_id == project.id, ResourceRow.removed.is_(False))
+                .order_by(ResourceRow.ordinal, ResourceRow.id)
+            )
+        )
+
+    def resolve_resource(self, project: ProjectRow, ref: str) -> ResourceRow:
+        """``TYPE/NAME``, or a bare ``NAME`` when unique in the project (SPEC §1)."""
+        rows = self.resources(project)
+        if "/" in ref:
+            rtype, _, name = ref.partition("/")
+            found = [r for r in rows if r.rtype == rtype and r.name == name]
+        else:
+            found = [r for r in rows if r.name == ref]
+            if len(found) > 1:
+                keys = ", ".join(resource_key(r.rtype, r.name) for r in found)
+                raise InvalidRequest(
+                    f"'{ref}' is ambiguous in project '{project.name}': use one of {keys}"
+                )
+        if not found:
+            raise not_found(
+                "resource",
+                ref,
+                [resource_key(r.rtype, r.name) for r in rows],
+                where=f"project '{project.name}'",
+            )
+        return found[0]
+
+    def states(self, env: EnvironmentRow) -> dict[int, ResourceStateRow]:
+        rows = self.s.scalars(
+            select(ResourceStateRow).where(ResourceStateRow.environment_id == env.id)
+        )
+        return {r.resource_id: r for r in rows}
+
+    def state(self, env: EnvironmentRow, resource: ResourceRow) -> ResourceStateRow:
+        row = self.s.scalar(
+            select(ResourceStateRow).where(
+                ResourceStateRow.environment_id == env.id,
+                ResourceStateRow.resource_id == resource.id,
+            )
+        )
+        if row is None:  # resource added to the project after the environment: start empty
+            row = ResourceStateRow(
+                environment_id=env.id,
+                resource_id=resource.id,
+                base_spec=dict(resource.spec),
+                desired_spec=dict(resource.spec),
+                applied_spec=None,
+                ever_applied=False,
+                unknown=False,
+                degraded=False,
+                fence=0,
+            )
+            self.s.add(row)
+            self.s.flush()
+        return row
+
+    def progressing(self, env: EnvironmentRow) -> set[str] | None:
+        """Resources targeted by running releases; ``None`` means every resource."""
+        out: set[str] = set()
+        for rtype, targets in self.s.execute(
+            select(ReleaseRow.type, ReleaseRow.targets).where(
+                ReleaseRow.environment_id == env.id,
+                ReleaseRow.status == ReleaseStatus.RUNNING,
+            )
+        ):
+            if rtype != "selective":
+                return None
+            out.update(t["resource"] for t in targets)
+        return out
+
+    def resource_statuses(self, project: ProjectRow, env: EnvironmentRow) -> list[ResourceStatus]:
+        states = self.states(env)
+        busy = self.progressing(env)
+        out = []
+        for res in self.resources(project):
+            state = states.get(res.id) or self.state(env, res)
+            key = resource_key(res.rtype, res.name)
+            out.append(
+                convert.resource_status_of(res, state, busy is None or key in busy)
+            )
+        return out
+
+    # -- releases ----------------------------------------------------------------------
+    def add_release(self, row: ReleaseRow) -> ReleaseRow:
+        self.s.add(row)
+        self.s.flush()
+        return row
+
+    def next_queue_seq(self, env: EnvironmentRow) -> int:
+        """The next FIFO sequence number of ``env`` (call with the environment locked)."""
+        env.queue_counter = (env.queue_counter or 0) + 1
+        return env.queue_counter
+
+    def release_row(self, release_id: int, *, lock: bool = False) -> ReleaseRow:
+        query = select(ReleaseRow).where(ReleaseRow.id == release_id)
+        if lock:
+            query = query.with_for_update()
+        row = self.s.scalar(query)
+        if row is None:
+            last = self.s.scalar(select(func.max(ReleaseRow.id)))
+            hint = f" (release ids go up to {last})" if last else " (there are no releases yet)"
+            raise NotFound(f"unknown release id {release_id}{hint}", kind="release",
+                           name=str(release_id))
+        return row
+
+    def names_of(self, env_id: int) -> tuple[str, str]:
+        row = self.s.execute(
+            select(ProjectRow.name, EnvironmentRow.name)
+            .join(EnvironmentRow, EnvironmentRow.project_id == ProjectRow.id)
+            .where(EnvironmentRow.id == env_id)
+        ).one()
+        return row[0], row[1]
+
+    def steps(self, release_id: int) -> list[StepRow]:
+        return list(
+            self.s.scalars(
+                select(StepRow).where(StepRow.release_id == release_id).order_by(StepRow.seq)
+            )
+        )
+
+    def queue_position(self, row: ReleaseRow) -> int | None:
+        if row.status != ReleaseStatus.QUEUED or row.queue_seq is None:
+            return None
+        ahead = self.s.scalar(
+            select(func.count())
+            .select_from(ReleaseRow)
+            .where(
+                ReleaseRow.environment_id == row.environment_id,
+                ReleaseRow.status == ReleaseStatus.QUEUED,
+                ReleaseRow.queue_seq < row.queue_seq,
+            )
+        )
+        return int(ahead or 0) + 1
+
+    def release(self, release_id: int, *, with_steps: bool = True) -> Release:
+        row = self.release_row(release_id)
+        project, env = self.names_of(row.environment_id)
+        return convert.release_of(
+            row,
+            project,
+            env,
+            position=self.queue_position(row),
+            steps=self.steps(row.id) if with_steps else None,
+        )
+
+    def active_rows(self, env: EnvironmentRow) -> list[ReleaseRow]:
+        """Running, then queued in FIFO order, then pending approval (by id)."""
+        rows = list(
+            self.s.scalars(
+                select(ReleaseRow).where(
+                    ReleaseRow.environment_id == env.id, ReleaseRow.status.in_(ACTIVE)
+                )
+            )
+        )
+        order = {ReleaseStatus.RUNNING: 0, ReleaseStatus.QUEUED: 1,
+                 ReleaseStatus.PENDING_APPROVAL: 2}
+        rows.sort(key=lambda r: (order[ReleaseStatus(r.status)], r.queue_seq or 0, r.id))
+        return rows
+
+    def active(self, project: ProjectRow, env: EnvironmentRow) -> list[Release]:
+        out = []
+        position = 0
+        for row in self.active_rows(env):
+            pos = None
+            if row.status == ReleaseStatus.QUEUED:
+                position += 1
+                pos = position
+            out.append(convert.release_of(row, project.name, env.name, position=pos))
+        return out
+
+    def history(
+        self, project: ProjectRow, env: EnvironmentRow, limit: int = 20
+    ) -> list[Release]:
+        rows = self.s.scalars(
+            select(ReleaseRow)
+            .where(ReleaseRow.environment_id == env.id)
+            .order_by(ReleaseRow.id.desc())
+            .limit(limit)
+        )
+        out = []
+        for row in rows:
+            pos = self.queue_position(row) if row.status == ReleaseStatus.QUEUED else None
+            out.append(convert.release_of(row, project.name, env.name, position=pos))
+        return out
+
+    def running_rows(self, env_id: int) -> list[ReleaseRow]:
+        """Running releases and queued ones already dispatched to a worker."""
+        return list(
+            self.s.scalars(
+                select(ReleaseRow)
+                .where(
+                    ReleaseRow.environment_id == env_id,
+                    or_(
+                        ReleaseRow.status == ReleaseStatus.RUNNING,
+                        and_(
+                            ReleaseRow.status == ReleaseStatus.QUEUED,
+                            ReleaseRow.dispatched_at.is_not(None),
+                        ),
+                    ),
+                )
+                .order_by(ReleaseRow.id)
+            )
+        )
+
+    def waiting_rows(self, env_id: int, *, limit: int | None = None,
+                     after_seq: int | None = None) -> list[ReleaseRow]:
+        """Queued, not yet dispatched releases in FIFO order."""
+        query = (
+            select(ReleaseRow)
+            .where(
+                ReleaseRow.environment_id == env_id,
+                ReleaseRow.status == ReleaseStatus.QUEUED,
+                ReleaseRow.dispatched_at.is_(None),
+            )
+            .order_by(ReleaseRow.queue_seq)
+        )
+        if after_seq is not None:
+            query = query.where(ReleaseRow.queue_seq > after_seq)
+        if limit is not None:
+            query = query.limit(limit)
+        return list(self.s.scalars(query))
+
+    def pending_ids(self, env_id: int) -> list[int]:
+        return list(
+            self.s.scalars(
+                select(ReleaseRow.id)
+                .where(
+                    ReleaseRow.environment_id == env_id,
+                    ReleaseRow.status == ReleaseStatus.PENDING_APPROVAL,
+                )
+                .order_by(ReleaseRow.id)
+            )
+        )
+
+    def count_active(self, env_id: int) -> int:
+        return int(
+            self.s.scalar(
+                select(func.count())
+                .select_from(ReleaseRow)
+                .where(
+                    ReleaseRow.environment_id == env_id,
+                    ReleaseRow.status.in_((ReleaseStatus.QUEUED, ReleaseStatus.RUNNING)),
+                )
+            )
+            or 0
+        )
+
+    def set_status(
+        self,
+        release_id: int,
+        old: ReleaseStatus | Sequence[ReleaseStatus],
+        new: ReleaseStatus,
+        **values: Any,
+    ) -> bool:
+        """Compare-and-set the status; True when this call made the change."""
+        olds = [old] if isinstance(old, ReleaseStatus) else list(old)
+        result = self.s.execute(
+            update(ReleaseRow)
+            .where(ReleaseRow.id == release_id, ReleaseRow.status.in_(olds))
+            .values(status=new, **values)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+    def fenced_update(self, release_id: int, token: int, **values: Any) -> bool:
+        """Update a running release only if ``token`` is still its fencing token.
+
+        With no values it only checks, taking a shared row lock (PostgreSQL) so the release
+        cannot be ended by someone else before this transaction commits.
+        """
+        if not values:
+            found = self.s.scalar(
+                select(ReleaseRow.id)
+                .where(
+                    ReleaseRow.id == release_id,
+                    ReleaseRow.status == ReleaseStatus.RUNNING,
+                    ReleaseRow.fencing_token == token,
+                )
+                .with_for_update(read=True)
+            )
+            return found is not None
+        result = self.s.execute(
+            update(ReleaseRow)
+            .where(
+                ReleaseRow.id == release_id,
+                ReleaseRow.status == ReleaseStatus.RUNNING,
+                ReleaseRow.fencing_token == token,
+            )
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+    def environments_with_waiting(self) -> list[int]:
+        return list(
+            self.s.scalars(
+                select(ReleaseRow.environment_id)
+                .where(
+                    ReleaseRow.status == ReleaseStatus.QUEUED,
+                    ReleaseRow.dispatched_at.is_(None),
+                )
+                .distinct()
+            )
+        )
+
+    def stale_dispatched(self, before: datetime) -> list[ReleaseRow]:
+        return list(
+            self.s.scalars(
+                select(ReleaseRow).where(
+                    ReleaseRow.status == ReleaseStatus.QUEUED,
+                    ReleaseRow.dispatched_at.is_not(None),
+                    ReleaseRow.dispatched_at < before,
+                )
+            )
+        )
+
+    def running_all(self) -> list[ReleaseRow]:
+        return list(
+            self.s.scalars(select(ReleaseRow).where(ReleaseRow.status == ReleaseStatus.RUNNING))
+        )
+
+    # -- windows -----------------------------------------------------------------------
+    def windows(self, env_id: int) -> list[WindowRow]:
+        return list(
+            self.s.scalars(
+                select(WindowRow).where(WindowRow.environment_id == env_id).order_by(WindowRow.id)
+            )
+        )
+
+    # -- events ------------------------------------------------------------------------
+    def event(
+        self,
+        *,
+        at: datetime,
+        actor: str,
+        kind: str,
+        message: str,
+        project: str | None = None,
+        environment: str | None = None,
+        release_id: int | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        """Append one audit event (SPEC §1)."""
+        self.s.add(
+            EventRow(
+                at=at,
+                actor=actor,
+                kind=kind,
+                project=project,
+                environment=environment,
+                release_id=release_id,
+                message=message,
+                data=data or {},
+            )
+        )
+
+    def events(
+        self, project: str | None = None, environment: str | None = None, limit: int = 50,
+        release_id: int | None = None, kinds: Iterable[str] | None = None,
+    ) -> list[Event]:
+        query = select(EventRow).order_by(EventRow.id.desc()).limit(limit)
+        if project is not None:
+            query = query.where(EventRow.project == project)
+        if environment is not None:
+            query = query.where(EventRow.environment == environment)
+        if release_id is not None:
+            query = query.where(EventRow.release_id == release_id)
+        if kinds is not None:
+            query = query.where(EventRow.kind.in_(list(kinds)))
+        return [convert.event_of(r) for r in self.s.scalars(query)]

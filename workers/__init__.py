@@ -1,0 +1,1 @@
+"""relo's Celery worker package: the app (``workers.app:app``) and its thin tasks."""
