@@ -41,8 +41,9 @@ class CeleryTransport:
         self.settings = settings
         self._redis: Any = None
 
-    def send_release(self, project: str, environment: str, release_id: int,
-                     description: str) -> None:
+    def send_release(
+        self, project: str, environment: str, release_id: int, description: str
+    ) -> None:
         self.app.send_task(
             EXECUTE_RELEASE,
             args=(release_id,),
@@ -84,6 +85,7 @@ class CeleryTransport:
         except Exception:
             return None
         return sorted(
-            worker for worker, queues in replies.items()
+            worker
+            for worker, queues in replies.items()
             if any(q.get("name") == queue for q in queues or [])
         )

@@ -65,13 +65,15 @@ class Client:
         bp, base = blueprints.load_blueprint_file(str(path))
         return blueprints.apply_blueprint(self.ctx, bp, base)
 
-    def apply_blueprint_text(self, text: str, base_dir: str | Path | None = None,
-                             source: str = "<blueprint>") -> dict[str, Any]:
+    def apply_blueprint_text(
+        self, text: str, base_dir: str | Path | None = None, source: str = "<blueprint>"
+    ) -> dict[str, Any]:
         bp = blueprints.parse_blueprint(text, source)
         return blueprints.apply_blueprint(self.ctx, bp, Path(base_dir) if base_dir else None)
 
-    def set_resource(self, project: str, environment: str, resource: str,
-                     values: Sequence[str]) -> ResourceStatus:
+    def set_resource(
+        self, project: str, environment: str, resource: str, values: Sequence[str]
+    ) -> ResourceStatus:
         """Change a resource's desired spec in one environment (``KEY=VALUE`` items)."""
         return resources.set_resource(self.ctx, project, environment, resource, values)
 
@@ -108,10 +110,19 @@ class Client:
         return releases.submit(
             self.ctx,
             releases.ReleaseRequest(
-                project=project, environment=environment, type=rtype, targets=parsed,
-                refresh=refresh, force=force, allow_destroy=allow_destroy,
-                no_rollback=no_rollback, comment=comment, fail_on_conflict=fail_on_conflict,
-                trigger=self.trigger, triggered_by=triggered_by, extra_args=tuple(extra_args),
+                project=project,
+                environment=environment,
+                type=rtype,
+                targets=parsed,
+                refresh=refresh,
+                force=force,
+                allow_destroy=allow_destroy,
+                no_rollback=no_rollback,
+                comment=comment,
+                fail_on_conflict=fail_on_conflict,
+                trigger=self.trigger,
+                triggered_by=triggered_by,
+                extra_args=tuple(extra_args),
                 extra_vars=dict(extra_vars or {}),
             ),
         )
@@ -125,8 +136,9 @@ class Client:
     def active(self, project: str, environment: str) -> list[Release]:
         return releases.active(self.ctx, project, environment)
 
-    def delete(self, release_ids: Sequence[int] = (), *,
-               all_queued: tuple[str, str] | None = None) -> list[int]:
+    def delete(
+        self, release_ids: Sequence[int] = (), *, all_queued: tuple[str, str] | None = None
+    ) -> list[int]:
         return releases.delete(self.ctx, release_ids, all_queued=all_queued)
 
     def approve(self, release_id: int) -> Release:
@@ -135,8 +147,9 @@ class Client:
     def reject(self, release_id: int) -> Release:
         return releases.approve(self.ctx, release_id, reject=True)
 
-    def wait_release(self, release_id: int, timeout: float | None = None,
-                     interval: float = 0.5) -> Release:
+    def wait_release(
+        self, release_id: int, timeout: float | None = None, interval: float = 0.5
+    ) -> Release:
         """Block until the release is final; :class:`ReleaseFailed` unless it succeeded."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -150,8 +163,9 @@ class Client:
                     )
                 return release
             if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimeout(f"release {release_id} is still {release.status}",
-                                  release=release)
+                raise WaitTimeout(
+                    f"release {release_id} is still {release.status}", release=release
+                )
             time.sleep(interval)
 
     # -- environments ----------------------------------------------------------------------
@@ -161,16 +175,29 @@ class Client:
     def environment(self, project: str, environment: str) -> Environment:
         return environments.environment(self.ctx, project, environment)
 
-    def settings(self, project: str, environment: str, *, parallel: bool | None = None,
-                        max_parallel: int | None = None,
-                        approval: bool | None = None) -> EnvironmentSettings:
+    def settings(
+        self,
+        project: str,
+        environment: str,
+        *,
+        parallel: bool | None = None,
+        max_parallel: int | None = None,
+        approval: bool | None = None,
+    ) -> EnvironmentSettings:
         """Change (or, with no arguments, show) an environment's release settings."""
-        return environments.update_settings(self.ctx, project, environment, parallel=parallel,
-                                            max_parallel=max_parallel, approval=approval)
+        return environments.update_settings(
+            self.ctx,
+            project,
+            environment,
+            parallel=parallel,
+            max_parallel=max_parallel,
+            approval=approval,
+        )
 
     # -- audit -------------------------------------------------------------------------------
-    def events(self, project: str | None = None, environment: str | None = None,
-               limit: int = 50) -> list[Event]:
+    def events(
+        self, project: str | None = None, environment: str | None = None, limit: int = 50
+    ) -> list[Event]:
         from .storage.repository import Repository
 
         if limit < 1:

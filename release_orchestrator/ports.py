@@ -17,8 +17,9 @@ class Transport(Protocol):
     lose a message without losing a release (the reconciler re-sends).
     """
 
-    def send_release(self, project: str, environment: str, release_id: int,
-                     description: str) -> None:
+    def send_release(
+        self, project: str, environment: str, release_id: int, description: str
+    ) -> None:
         """Publish one ``execute_release`` message on ``release.<project>.<environment>``."""
 
     def follow(self, queues: Sequence[str]) -> None:

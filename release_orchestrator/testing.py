@@ -28,11 +28,13 @@ class MemoryTransport:
     workers: dict[str, list[str]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def send_release(self, project: str, environment: str, release_id: int,
-                     description: str) -> None:
+    def send_release(
+        self, project: str, environment: str, release_id: int, description: str
+    ) -> None:
         with self._lock:
-            self.sent.append(SentRelease(f"release.{project}.{environment}", release_id,
-                                         description))
+            self.sent.append(
+                SentRelease(f"release.{project}.{environment}", release_id, description)
+            )
 
     def follow(self, queues: Sequence[str]) -> None:
         self.followed.extend(queues)

@@ -22,8 +22,11 @@ log = logging.getLogger(__name__)
 
 def add_worker_options(app: Any) -> None:
     app.user_options["worker"].add(
-        Option(["--environments"], default=None,
-               help="Comma-separated PROJECT/ENVIRONMENT list to consume (default: all).")
+        Option(
+            ["--environments"],
+            default=None,
+            help="Comma-separated PROJECT/ENVIRONMENT list to consume (default: all).",
+        )
     )
 
 

@@ -13,11 +13,13 @@ from .app import app
 
 
 @app.task(name=EXECUTE_RELEASE, bind=True, ignore_result=True)
-def execute_release(self: Any, release_id: int, project: str | None = None,
-                    environment: str | None = None) -> str:
+def execute_release(
+    self: Any, release_id: int, project: str | None = None, environment: str | None = None
+) -> str:
     """Run release ``release_id`` (a duplicate delivery is a no-op)."""
-    return engine.execute(wiring.context(), int(release_id), worker=self.request.hostname
-                          or "worker")
+    return engine.execute(
+        wiring.context(), int(release_id), worker=self.request.hostname or "worker"
+    )
 
 
 @app.task(name=DISPATCH, ignore_result=True)

@@ -22,8 +22,11 @@ def context() -> Context:
                 from .app import app
 
                 settings = Settings()
-                _context = Context(settings=settings, db=Database(settings.database_url),
-                                   transport=CeleryTransport(app, settings))
+                _context = Context(
+                    settings=settings,
+                    db=Database(settings.database_url),
+                    transport=CeleryTransport(app, settings),
+                )
     return _context
 
 

@@ -180,8 +180,12 @@ def _global_reasons(snap: Snapshot) -> list[Reason]:
                 Reason(
                     code,
                     facts=MappingProxyType(
-                        {"by": pause.by, "at": pause.at, "reason": pause.reason,
-                         "until": pause.until}
+                        {
+                            "by": pause.by,
+                            "at": pause.at,
+                            "reason": pause.reason,
+                            "until": pause.until,
+                        }
                     ),
                 )
             )
@@ -190,9 +194,11 @@ def _global_reasons(snap: Snapshot) -> list[Reason]:
             Reason(
                 Code.OUTSIDE_WINDOW,
                 facts=MappingProxyType(
-                    {"reason": snap.window_hold.reason,
-                     "next_opening": snap.window_hold.next_opening,
-                     "window_id": snap.window_hold.window_id}
+                    {
+                        "reason": snap.window_hold.reason,
+                        "next_opening": snap.window_hold.next_opening,
+                        "window_id": snap.window_hold.window_id,
+                    }
                 ),
             )
         )
@@ -202,12 +208,19 @@ def _global_reasons(snap: Snapshot) -> list[Reason]:
 def _conflict_with_running(snap: Snapshot, claim: Claim, other: Claim) -> Reason | None:
     shared = overlap(claim, other)
     if shared:
-        return Reason(Code.STATE_LOCK_HELD, other.release_id, tuple(sorted(shared)),
-                      MappingProxyType({"holder": "release"}))
+        return Reason(
+            Code.STATE_LOCK_HELD,
+            other.release_id,
+            tuple(sorted(shared)),
+            MappingProxyType({"holder": "release"}),
+        )
     if snap.effective_parallel:
         return None
-    code = Code.APPROVAL_DISABLES_PARALLEL if snap.approval_required and \
-        snap.parallel_releases else Code.PARALLEL_DISABLED
+    code = (
+        Code.APPROVAL_DISABLES_PARALLEL
+        if snap.approval_required and snap.parallel_releases
+        else Code.PARALLEL_DISABLED
+    )
     return Reason(code, other.release_id, (ENVIRONMENT,))
 
 
@@ -227,29 +240,42 @@ def decide(snap: Snapshot) -> Decision:
             if reason is not None:
                 reasons.append(reason)
         for other_pos, other in earlier:
-            shared = overlap(claim, other) if snap.effective_parallel else frozenset(
-                {ENVIRONMENT}
-            )
+            shared = overlap(claim, other) if snap.effective_parallel else frozenset({ENVIRONMENT})
             if shared:
                 reasons.append(
-                    Reason(Code.WAITING_BEHIND, other.release_id, tuple(sorted(shared)),
-                           MappingProxyType({"position": other_pos}))
+                    Reason(
+                        Code.WAITING_BEHIND,
+                        other.release_id,
+                        tuple(sorted(shared)),
+                        MappingProxyType({"position": other_pos}),
+                    )
                 )
         for lock in foreign:
             shared = _lock_overlap(claim, lock)
             if shared:
                 reasons.append(
-                    Reason(Code.STATE_LOCK_HELD, lock.release_id, tuple(sorted(shared)),
-                           MappingProxyType({"holder": "unknown" if lock.release_id is None
-                                             else "stale", "owner": lock.owner,
-                                             "since": lock.since,
-                                             "ttl_left_ms": lock.ttl_left_ms}))
+                    Reason(
+                        Code.STATE_LOCK_HELD,
+                        lock.release_id,
+                        tuple(sorted(shared)),
+                        MappingProxyType(
+                            {
+                                "holder": "unknown" if lock.release_id is None else "stale",
+                                "owner": lock.owner,
+                                "since": lock.since,
+                                "ttl_left_ms": lock.ttl_left_ms,
+                            }
+                        ),
+                    )
                 )
         if snap.effective_parallel and len(occupied) >= snap.max_parallel_releases:
             reasons.append(
-                Reason(Code.MAX_PARALLEL_REACHED,
-                       facts=MappingProxyType({"running": len(occupied),
-                                               "max": snap.max_parallel_releases}))
+                Reason(
+                    Code.MAX_PARALLEL_REACHED,
+                    facts=MappingProxyType(
+                        {"running": len(occupied), "max": snap.max_parallel_releases}
+                    ),
+                )
             )
         if reasons:
             held[claim.release_id] = tuple(reasons)

@@ -55,7 +55,7 @@ def dependency_order(resources: Sequence[ResourceView]) -> list[str]:
         if mark == 2:
             return
         if mark == 1:
-            raise DependencyCycle([*path[path.index(key):], key])
+            raise DependencyCycle([*path[path.index(key) :], key])
         state[key] = 1
         path.append(key)
         for dep in known[key].depends_on:

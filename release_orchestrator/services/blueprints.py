@@ -121,7 +121,7 @@ def parse_blueprint(text: str, source: str = "<blueprint>") -> BlueprintIn:
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         elif msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
+            msg = msg[len("Value error, ") :]
         raise BlueprintError(f"{source}: {_loc(tuple(err['loc']))}: {msg}") from None
     _check_semantics(bp, source)
     return bp
@@ -185,9 +185,7 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def apply_blueprint(
-    ctx: Context, bp: BlueprintIn, base_dir: Path | None = None
-) -> dict[str, Any]:
+def apply_blueprint(ctx: Context, bp: BlueprintIn, base_dir: Path | None = None) -> dict[str, Any]:
     """Create or update the project, its environments, resources and desired specs.
 
     One transaction. An environment's desired spec is reset from the blueprint only where the
@@ -228,15 +226,22 @@ def apply_blueprint(
         s.flush()
         envs = {
             e.name: e
-            for e in s.scalars(select(EnvironmentRow).where(EnvironmentRow.project_id == project.id))
+            for e in s.scalars(
+                select(EnvironmentRow).where(EnvironmentRow.project_id == project.id)
+            )
         }
         for env_in in bp.environments:
             env = envs.get(env_in.name)
             if env is None:
                 env = EnvironmentRow(
-                    project_id=project.id, name=env_in.name, created_at=now,
-                    parallel_releases=False, max_parallel_releases=10,
-                    approval_required=False, launched=False, queue_counter=0,
+                    project_id=project.id,
+                    name=env_in.name,
+                    created_at=now,
+                    parallel_releases=False,
+                    max_parallel_releases=10,
+                    approval_required=False,
+                    launched=False,
+                    queue_counter=0,
                 )
                 s.add(env)
                 s.flush()
@@ -257,9 +262,15 @@ def apply_blueprint(
                 if state is None:
                     s.add(
                         ResourceStateRow(
-                            environment_id=env.id, resource_id=row.id, base_spec=base,
-                            desired_spec=base, applied_spec=None, ever_applied=False,
-                            unknown=False, degraded=False, fence=0,
+                            environment_id=env.id,
+                            resource_id=row.id,
+                            base_spec=base,
+                            desired_spec=base,
+                            applied_spec=None,
+                            ever_applied=False,
+                            unknown=False,
+                            degraded=False,
+                            fence=0,
                         )
                     )
                 elif state.base_spec != base:
@@ -269,11 +280,17 @@ def apply_blueprint(
         from ..storage.repository import Repository
 
         Repository(s).event(
-            at=now, actor=actor, kind="blueprint_applied", project=bp.project,
+            at=now,
+            actor=actor,
+            kind="blueprint_applied",
+            project=bp.project,
             message=f"blueprint applied: {len(bp.environments)} environment(s), "
             f"{len(bp.resources)} resource(s)",
-            data={"environments": [e.name for e in bp.environments],
-                  "resources": list(rows), "created_environments": created_envs},
+            data={
+                "environments": [e.name for e in bp.environments],
+                "resources": list(rows),
+                "created_environments": created_envs,
+            },
         )
     from ..domain.names import queue_name
 

@@ -38,7 +38,9 @@ class Context:
             import redis
 
             self.redis = redis.Redis.from_url(
-                self.settings.redis_url, socket_timeout=10, socket_connect_timeout=5,
+                self.settings.redis_url,
+                socket_timeout=10,
+                socket_connect_timeout=5,
                 health_check_interval=30,
             )
         return self.redis

@@ -63,8 +63,7 @@ def send(ctx: Context, dispatches: list[Dispatch]) -> None:
         try:
             ctx.transport.send_release(d.project, d.environment, d.release_id, d.description)
         except Exception:
-            log.exception("could not publish release %s; the reconciler will re-send",
-                          d.release_id)
+            log.exception("could not publish release %s; the reconciler will re-send", d.release_id)
 
 
 def evaluate(ctx: Context, env_id: int) -> list[int]:
@@ -96,12 +95,17 @@ def reconcile(ctx: Context) -> dict[str, int]:
         repo = Repository(s)
         env_ids = set(repo.environments_with_waiting())
         env_ids.update(_paused_env_ids_expired(repo, now))
-        stale = [(r.id, r.environment_id, r.type, r.targets)
-                 for r in repo.stale_dispatched(now - timedelta(seconds=ctx.settings.redispatch_after))]
-        running = [(r.id, r.environment_id, r.lock_owner, r.heartbeat_at)
-                   for r in repo.running_all()]
-        names = {eid: repo.names_of(eid) for eid in
-                 {e for e in env_ids} | {x[1] for x in stale} | {x[1] for x in running}}
+        stale = [
+            (r.id, r.environment_id, r.type, r.targets)
+            for r in repo.stale_dispatched(now - timedelta(seconds=ctx.settings.redispatch_after))
+        ]
+        running = [
+            (r.id, r.environment_id, r.lock_owner, r.heartbeat_at) for r in repo.running_all()
+        ]
+        names = {
+            eid: repo.names_of(eid)
+            for eid in {e for e in env_ids} | {x[1] for x in stale} | {x[1] for x in running}
+        }
     ttl = timedelta(seconds=ctx.settings.lock_ttl)
     for release_id, env_id, owner, heartbeat in running:
         if heartbeat is not None and now - heartbeat < ttl:

@@ -83,8 +83,11 @@ def execute(ctx: Context, release_id: int, worker: str) -> str:
         targets = tuple(t["resource"] for t in row.targets)
     owner = f"{release_id}:{worker}:{uuid.uuid4().hex[:8]}"
     request = LockRequest(
-        env_key=env_key(project, environment), owner=owner, exclusive=whole,
-        resources=() if whole else targets, release_id=release_id,
+        env_key=env_key(project, environment),
+        owner=owner,
+        exclusive=whole,
+        resources=() if whole else targets,
+        release_id=release_id,
         ttl_ms=ctx.settings.lock_ttl_ms,
     )
     try:
@@ -98,15 +101,27 @@ def execute(ctx: Context, release_id: int, worker: str) -> str:
     with ctx.db.session() as s:
         repo = Repository(s)
         claimed = repo.set_status(
-            release_id, ReleaseStatus.QUEUED, ReleaseStatus.RUNNING,
-            started_at=now, heartbeat_at=now, worker=worker,
-            fencing_token=lease.fencing_token, lock_owner=owner, queue_seq=None,
+            release_id,
+            ReleaseStatus.QUEUED,
+            ReleaseStatus.RUNNING,
+            started_at=now,
+            heartbeat_at=now,
+            worker=worker,
+            fencing_token=lease.fencing_token,
+            lock_owner=owner,
+            queue_seq=None,
         )
         if claimed:
-            repo.event(at=now, actor=worker, kind="started", project=project,
-                       environment=environment, release_id=release_id,
-                       message=f"release {release_id} started on {worker} "
-                               f"(fencing token {lease.fencing_token})")
+            repo.event(
+                at=now,
+                actor=worker,
+                kind="started",
+                project=project,
+                environment=environment,
+                release_id=release_id,
+                message=f"release {release_id} started on {worker} "
+                f"(fencing token {lease.fencing_token})",
+            )
     if not claimed:
         ctx.locks.release(lease)
         return f"skipped: release {release_id} was claimed elsewhere or cancelled"
@@ -123,8 +138,9 @@ def execute(ctx: Context, release_id: int, worker: str) -> str:
         try:
             ctx.locks.release(lease)
         except Exception:
-            log.exception("release %s: could not release locks (they expire with the TTL)",
-                          release_id)
+            log.exception(
+                "release %s: could not release locks (they expire with the TTL)", release_id
+            )
     evaluate(ctx, env_id)
     return outcome
 
@@ -136,9 +152,15 @@ def _undispatch(ctx: Context, release_id: int, why: str) -> None:
         if row.status == ReleaseStatus.QUEUED and row.dispatched_at is not None:
             row.dispatched_at = None
             project, environment = repo.names_of(row.environment_id)
-            repo.event(at=ctx.clock.now(), actor="relo", kind="requeued", project=project,
-                       environment=environment, release_id=release_id,
-                       message=f"release {release_id} back in the queue: {why}")
+            repo.event(
+                at=ctx.clock.now(),
+                actor="relo",
+                kind="requeued",
+                project=project,
+                environment=environment,
+                release_id=release_id,
+                message=f"release {release_id} back in the queue: {why}",
+            )
 
 
 class Runner:
@@ -162,13 +184,15 @@ class Runner:
     # -- fenced writes -------------------------------------------------------------------
     def _check(self, repo: Repository) -> None:
         if not repo.fenced_update(self.release_id, self.token):
-            raise LeaseLost(f"release {self.release_id} is no longer running under token "
-                            f"{self.token}")
+            raise LeaseLost(
+                f"release {self.release_id} is no longer running under token {self.token}"
+            )
 
     def heartbeat(self) -> None:
         with self.ctx.db.session() as s:
-            if not Repository(s).fenced_update(self.release_id, self.token,
-                                               heartbeat_at=self.ctx.clock.now()):
+            if not Repository(s).fenced_update(
+                self.release_id, self.token, heartbeat_at=self.ctx.clock.now()
+            ):
                 raise LeaseLost("fenced out")
 
     def _load(self) -> Job:
@@ -177,11 +201,17 @@ class Runner:
             row = repo.release_row(self.release_id)
             project, env = repo.environment_by_id(row.environment_id)
             job = Job(
-                release_id=row.id, env_id=env.id, project=project.name, environment=env.name,
+                release_id=row.id,
+                env_id=env.id,
+                project=project.name,
+                environment=env.name,
                 type=ReleaseType(row.type),
                 targets=[(t["resource"], Action(t["action"])) for t in row.targets],
-                refresh=row.refresh, force=row.force, allow_destroy=row.allow_destroy,
-                no_rollback=row.no_rollback, extra_args=tuple(row.extra_args or ()),
+                refresh=row.refresh,
+                force=row.force,
+                allow_destroy=row.allow_destroy,
+                no_rollback=row.no_rollback,
+                extra_args=tuple(row.extra_args or ()),
                 extra_vars=dict(row.extra_vars or {}),
             )
             states = repo.states(env)
@@ -189,8 +219,12 @@ class Runner:
                 state = states.get(res.id) or repo.state(env, res)
                 key = resource_key(res.rtype, res.name)
                 job.resources[key] = ResourceDef(
-                    key=key, resource_id=res.id, executor=res.executor, config=dict(res.config),
-                    timeout=res.timeout, depends_on=tuple(res.depends_on or ()),
+                    key=key,
+                    resource_id=res.id,
+                    executor=res.executor,
+                    config=dict(res.config),
+                    timeout=res.timeout,
+                    depends_on=tuple(res.depends_on or ()),
                     desired=dict(state.desired_spec),
                     applied=dict(state.applied_spec) if state.applied_spec is not None else None,
                     sync=sync_of(state),
@@ -202,23 +236,31 @@ class Runner:
         job = self._load()
         missing = [k for k, _ in job.targets if k not in job.resources]
         if missing:
-            return self._finish(job, ReleaseStatus.FAILED,
-                                f"targets no longer in the project: {', '.join(missing)}")
+            return self._finish(
+                job, ReleaseStatus.FAILED, f"targets no longer in the project: {', '.join(missing)}"
+            )
         if job.refresh:
-            scope = ({k for k, _ in job.targets} if job.type is ReleaseType.SELECTIVE
-                     else set(job.resources))
+            scope = (
+                {k for k, _ in job.targets}
+                if job.type is ReleaseType.SELECTIVE
+                else set(job.resources)
+            )
             views = [self._view(r) for r in job.resources.values()]
             for key in dependency_order(views):
                 if key not in scope:
                     continue
                 result = self._step(job, key, Action.REFRESH, StepPhase.FORWARD)
                 if not result.ok:
-                    return self._finish(job, ReleaseStatus.FAILED,
-                                        f"refresh of {key} failed: {result.error}")
+                    return self._finish(
+                        job, ReleaseStatus.FAILED, f"refresh of {key} failed: {result.error}"
+                    )
         try:
             plan = plan_release(
-                job.type, [self._view(r) for r in job.resources.values()],
-                targets=job.targets, force=job.force, allow_destroy=job.allow_destroy,
+                job.type,
+                [self._view(r) for r in job.resources.values()],
+                targets=job.targets,
+                force=job.force,
+                allow_destroy=job.allow_destroy,
             )
         except PlanError as exc:
             return self._finish(job, ReleaseStatus.FAILED, str(exc))
@@ -246,20 +288,29 @@ class Runner:
                 rollback_failed.append(key)
         if rollback_failed:
             return self._finish(
-                job, ReleaseStatus.ROLLBACK_FAILED,
+                job,
+                ReleaseStatus.ROLLBACK_FAILED,
                 f"{failure}; rollback of {', '.join(rollback_failed)} failed "
                 "(state Unknown: run a refresh release)",
             )
-        return self._finish(job, ReleaseStatus.ROLLED_BACK,
-                            f"{failure}; rolled back {len(done)} step(s)")
+        return self._finish(
+            job, ReleaseStatus.ROLLED_BACK, f"{failure}; rolled back {len(done)} step(s)"
+        )
 
     @staticmethod
     def _view(r: ResourceDef) -> ResourceView:
-        return ResourceView(key=r.key, depends_on=r.depends_on, sync=r.sync,
-                            present=r.applied is not None)
+        return ResourceView(
+            key=r.key, depends_on=r.depends_on, sync=r.sync, present=r.applied is not None
+        )
 
-    def _step(self, job: Job, key: str, action: Action, phase: StepPhase,
-              spec: dict[str, Any] | None = None) -> StepResult:
+    def _step(
+        self,
+        job: Job,
+        key: str,
+        action: Action,
+        phase: StepPhase,
+        spec: dict[str, Any] | None = None,
+    ) -> StepResult:
         if self.cancel.is_set():
             raise LeaseLost("lease lost before the next step")
         res = job.resources[key]
@@ -269,11 +320,21 @@ class Runner:
         with self.ctx.db.session() as s:
             repo = Repository(s)
             self._check(repo)
-            s.add(StepRow(release_id=job.release_id, seq=seq, resource=key, action=str(action),
-                          phase=str(phase), status=str(StepStatus.RUNNING), started_at=now,
-                          output=""))
-        desired = spec if spec is not None else (
-            res.applied if action is Action.DESTROY else res.desired)
+            s.add(
+                StepRow(
+                    release_id=job.release_id,
+                    seq=seq,
+                    resource=key,
+                    action=str(action),
+                    phase=str(phase),
+                    status=str(StepStatus.RUNNING),
+                    started_at=now,
+                    output="",
+                )
+            )
+        desired = (
+            spec if spec is not None else (res.applied if action is Action.DESTROY else res.desired)
+        )
         rtype, _, name = key.partition("/")
         with self._output_lock:
             self._live.clear()
@@ -286,13 +347,20 @@ class Runner:
         else:
             result = executor.run(
                 StepContext(
-                    project=job.project, environment=job.environment,
-                    release_id=job.release_id, resource_type=rtype, resource_name=name,
-                    action=action, desired_spec=desired, previous_spec=res.applied,
-                    config=res.config, timeout=res.timeout,
+                    project=job.project,
+                    environment=job.environment,
+                    release_id=job.release_id,
+                    resource_type=rtype,
+                    resource_name=name,
+                    action=action,
+                    desired_spec=desired,
+                    previous_spec=res.applied,
+                    config=res.config,
+                    timeout=res.timeout,
                     extra_args=job.extra_args if phase is StepPhase.FORWARD else (),
                     extra_vars=job.extra_vars if phase is StepPhase.FORWARD else {},
-                    output_limit=self.ctx.settings.output_tail_bytes, cancel=self.cancel,
+                    output_limit=self.ctx.settings.output_tail_bytes,
+                    cancel=self.cancel,
                     on_output=self._on_output,
                 )
             )
@@ -303,8 +371,16 @@ class Runner:
         self._record(job, res, seq, action, phase, result, desired)
         return result
 
-    def _record(self, job: Job, res: ResourceDef, seq: int, action: Action, phase: StepPhase,
-                result: StepResult, desired: dict[str, Any] | None) -> None:
+    def _record(
+        self,
+        job: Job,
+        res: ResourceDef,
+        seq: int,
+        action: Action,
+        phase: StepPhase,
+        result: StepResult,
+        desired: dict[str, Any] | None,
+    ) -> None:
         now = self.ctx.clock.now()
         with self.ctx.db.session() as s:
             repo = Repository(s)
@@ -315,8 +391,11 @@ class Runner:
             step.exit_code = result.exit_code
             step.error = result.error
             step.output = result.output
-            state = s.query(ResourceStateRow).filter_by(
-                environment_id=job.env_id, resource_id=res.resource_id).one()
+            state = (
+                s.query(ResourceStateRow)
+                .filter_by(environment_id=job.env_id, resource_id=res.resource_id)
+                .one()
+            )
             if state.fence > self.token:
                 raise LeaseLost(f"{res.key} was written by a newer release")
             state.fence = self.token
@@ -348,17 +427,25 @@ class Runner:
         now = self.ctx.clock.now()
         with self.ctx.db.session() as s:
             repo = Repository(s)
-            if not repo.fenced_update(job.release_id, self.token, status=str(status),
-                                      finished_at=now, error=error):
+            if not repo.fenced_update(
+                job.release_id, self.token, status=str(status), finished_at=now, error=error
+            ):
                 raise LeaseLost("fenced out at finish")
-            if status is ReleaseStatus.SUCCEEDED and job.type in (ReleaseType.LAUNCH,
-                                                                  ReleaseType.FULL):
+            if status is ReleaseStatus.SUCCEEDED and job.type in (
+                ReleaseType.LAUNCH,
+                ReleaseType.FULL,
+            ):
                 _, env = repo.environment_by_id(job.env_id)
                 env.launched = True
-            repo.event(at=now, actor=self.worker, kind=str(status), project=job.project,
-                       environment=job.environment, release_id=job.release_id,
-                       message=f"release {job.release_id} {status}" +
-                               (f": {error}" if error else ""))
+            repo.event(
+                at=now,
+                actor=self.worker,
+                kind=str(status),
+                project=job.project,
+                environment=job.environment,
+                release_id=job.release_id,
+                message=f"release {job.release_id} {status}" + (f": {error}" if error else ""),
+            )
         return str(status)
 
     # -- live output -----------------------------------------------------------------------
@@ -376,14 +463,14 @@ class Runner:
         with self._output_lock:
             if not self._live_dirty or self._live_step is None:
                 return
-            seq, text = self._live_step, "".join(self._live)[-self.ctx.settings.output_tail_bytes:]
+            seq, text = self._live_step, "".join(self._live)[-self.ctx.settings.output_tail_bytes :]
             self._live_dirty = False
         with self.ctx.db.session() as s:
             repo = Repository(s)
             if repo.fenced_update(self.release_id, self.token):
-                s.query(StepRow).filter_by(release_id=self.release_id, seq=seq,
-                                           status=str(StepStatus.RUNNING)).update(
-                    {"output": text}, synchronize_session=False)
+                s.query(StepRow).filter_by(
+                    release_id=self.release_id, seq=seq, status=str(StepStatus.RUNNING)
+                ).update({"output": text}, synchronize_session=False)
 
 
 class Heartbeat(threading.Thread):
@@ -425,8 +512,7 @@ class Heartbeat(threading.Thread):
                 self._lose("fenced out")
                 return
             except Exception:
-                log.warning("heartbeat of release %s failed", self.runner.release_id,
-                            exc_info=True)
+                log.warning("heartbeat of release %s failed", self.runner.release_id, exc_info=True)
                 if time.monotonic() - last_ok > ttl:
                     self._lose("heartbeat failing for longer than the lease TTL")
                     return
@@ -443,11 +529,14 @@ def fail_lost_release(ctx: Context, release_id: int, now: datetime) -> bool:
         repo = Repository(s)
         row = repo.release_row(release_id)
         heartbeat = row.heartbeat_at
-        error = ("worker lost: no heartbeat since "
-                 f"{heartbeat.isoformat() if heartbeat else 'start'} and its lease expired"
-                 f" (worker {row.worker})")
-        if not repo.set_status(release_id, ReleaseStatus.RUNNING, ReleaseStatus.FAILED,
-                               finished_at=now, error=error):
+        error = (
+            "worker lost: no heartbeat since "
+            f"{heartbeat.isoformat() if heartbeat else 'start'} and its lease expired"
+            f" (worker {row.worker})"
+        )
+        if not repo.set_status(
+            release_id, ReleaseStatus.RUNNING, ReleaseStatus.FAILED, finished_at=now, error=error
+        ):
             return False
         project, environment = repo.names_of(row.environment_id)
         prow, env = repo.environment_by_id(row.environment_id)
@@ -462,6 +551,13 @@ def fail_lost_release(ctx: Context, release_id: int, now: datetime) -> bool:
                     state = repo.state(env, res)
                     state.unknown = True
                     state.last_release_id = release_id
-        repo.event(at=now, actor="relo", kind="failed", project=project,
-                   environment=environment, release_id=release_id, message=error)
+        repo.event(
+            at=now,
+            actor="relo",
+            kind="failed",
+            project=project,
+            environment=environment,
+            release_id=release_id,
+            message=error,
+        )
     return True

@@ -38,23 +38,36 @@ def update_settings(
     with ctx.db.session() as s:
         repo = Repository(s)
         _, env = repo.environment(project, name, lock=True)
-        for field, value in (("parallel_releases", parallel),
-                             ("max_parallel_releases", max_parallel),
-                             ("approval_required", approval)):
+        for field, value in (
+            ("parallel_releases", parallel),
+            ("max_parallel_releases", max_parallel),
+            ("approval_required", approval),
+        ):
             if value is not None and getattr(env, field) != value:
                 changes[field] = {"from": getattr(env, field), "to": value}
                 setattr(env, field, value)
         if approval is False and "approval_required" in changes:
             for release_id in repo.pending_ids(env.id):
-                repo.set_status(release_id, ReleaseStatus.PENDING_APPROVAL,
-                                ReleaseStatus.QUEUED, queue_seq=repo.next_queue_seq(env))
+                repo.set_status(
+                    release_id,
+                    ReleaseStatus.PENDING_APPROVAL,
+                    ReleaseStatus.QUEUED,
+                    queue_seq=repo.next_queue_seq(env),
+                )
         if changes:
-            repo.event(at=now, actor=ctx.actor, kind="settings_changed", project=project,
-                       environment=name,
-                       message="settings changed: " + ", ".join(
-                           f"{k} {v['from']} -> {v['to']}"  # type: ignore[index]
-                           for k, v in changes.items()),
-                       data=changes)
+            repo.event(
+                at=now,
+                actor=ctx.actor,
+                kind="settings_changed",
+                project=project,
+                environment=name,
+                message="settings changed: "
+                + ", ".join(
+                    f"{k} {v['from']} -> {v['to']}"  # type: ignore[index]
+                    for k, v in changes.items()
+                ),
+                data=changes,
+            )
         env_id = env.id
         result = EnvironmentSettings(
             parallel_releases=env.parallel_releases,

@@ -30,7 +30,13 @@ def explain(ctx: Context, project: str, environment: str) -> dict[int, list[Hold
         holds = []
         for reason in reasons:
             f = finding_of(reason, project, environment, release_id)
-            holds.append(Hold(code=f.code, message=f.message, release_id=reason.release_id,
-                              resources=list(reason.resources)))
+            holds.append(
+                Hold(
+                    code=f.code,
+                    message=f.message,
+                    release_id=reason.release_id,
+                    resources=list(reason.resources),
+                )
+            )
         out[release_id] = holds
     return out

@@ -46,9 +46,7 @@ def parse_target(text: str) -> Target:
     try:
         act = Action(action)
     except ValueError:
-        raise InvalidRequest(
-            f"target '{text}': action must be apply, destroy or refresh"
-        ) from None
+        raise InvalidRequest(f"target '{text}': action must be apply, destroy or refresh") from None
     return Target(resource=ref, action=act)
 
 
@@ -102,26 +100,46 @@ def submit(ctx: Context, req: ReleaseRequest) -> Release:
             status = ReleaseStatus.PENDING_APPROVAL
         row = repo.add_release(
             ReleaseRow(
-                environment_id=env.id, type=str(req.type),
+                environment_id=env.id,
+                type=str(req.type),
                 status=str(ReleaseStatus.FAILED if plan_error else status),
                 queue_seq=repo.next_queue_seq(env) if status is ReleaseStatus.QUEUED else None,
-                refresh=req.refresh, force=req.force, allow_destroy=req.allow_destroy,
-                no_rollback=req.no_rollback, comment=req.comment, triggered_by=actor,
-                trigger=str(req.trigger), targets=targets, extra_args=list(req.extra_args),
-                extra_vars=dict(req.extra_vars), created_at=now,
-                finished_at=now if plan_error else None, error=plan_error,
+                refresh=req.refresh,
+                force=req.force,
+                allow_destroy=req.allow_destroy,
+                no_rollback=req.no_rollback,
+                comment=req.comment,
+                triggered_by=actor,
+                trigger=str(req.trigger),
+                targets=targets,
+                extra_args=list(req.extra_args),
+                extra_vars=dict(req.extra_vars),
+                created_at=now,
+                finished_at=now if plan_error else None,
+                error=plan_error,
                 dispatch_count=0,
             )
         )
         repo.event(
-            at=now, actor=actor, kind="submitted", project=project.name,
-            environment=env.name, release_id=row.id,
+            at=now,
+            actor=actor,
+            kind="submitted",
+            project=project.name,
+            environment=env.name,
+            release_id=row.id,
             message=f"{req.type} release {row.id} submitted ({status})",
             data={"type": str(req.type), "trigger": str(req.trigger), "targets": targets},
         )
         if plan_error:
-            repo.event(at=now, actor="relo", kind="failed", project=project.name,
-                       environment=env.name, release_id=row.id, message=plan_error)
+            repo.event(
+                at=now,
+                actor="relo",
+                kind="failed",
+                project=project.name,
+                environment=env.name,
+                release_id=row.id,
+                message=plan_error,
+            )
             release_id = row.id
             dispatches = []
         else:
@@ -131,10 +149,23 @@ def submit(ctx: Context, req: ReleaseRequest) -> Release:
             blocking = conflicts(reasons)
             if req.fail_on_conflict and blocking and release_id not in decision.start:
                 message = conflict_message(blocking)
-                repo.set_status(release_id, ReleaseStatus.QUEUED, ReleaseStatus.FAILED,
-                                finished_at=now, error=message, queue_seq=None)
-                repo.event(at=now, actor="relo", kind="failed", project=project.name,
-                           environment=env.name, release_id=release_id, message=message)
+                repo.set_status(
+                    release_id,
+                    ReleaseStatus.QUEUED,
+                    ReleaseStatus.FAILED,
+                    finished_at=now,
+                    error=message,
+                    queue_seq=None,
+                )
+                repo.event(
+                    at=now,
+                    actor="relo",
+                    kind="failed",
+                    project=project.name,
+                    environment=env.name,
+                    release_id=release_id,
+                    message=message,
+                )
                 failed_conflict = message
             else:
                 failed_conflict = None
@@ -148,13 +179,14 @@ def submit(ctx: Context, req: ReleaseRequest) -> Release:
 
 
 def conflict_message(reasons: Sequence[Reason]) -> str:
-    """"state lock conflict: …" naming the conflicting releases and resources."""
+    """ "state lock conflict: …" naming the conflicting releases and resources."""
     parts = []
     for r in reasons:
         what = ", ".join(r.resources) if r.resources else "environment"
         if r.code is Code.MAX_PARALLEL_REACHED:
-            parts.append(f"max parallel releases reached ({r.facts.get('running')} of "
-                         f"{r.facts.get('max')})")
+            parts.append(
+                f"max parallel releases reached ({r.facts.get('running')} of {r.facts.get('max')})"
+            )
         elif r.release_id is not None:
             parts.append(f"release {r.release_id} on {what}")
         else:
@@ -209,8 +241,11 @@ def delete(
         ids = list(dict.fromkeys(release_ids))
         if all_queued is not None:
             _, env = repo.environment(*all_queued, lock=True)
-            ids += [r.id for r in repo.active_rows(env)
-                    if r.status != ReleaseStatus.RUNNING and r.id not in ids]
+            ids += [
+                r.id
+                for r in repo.active_rows(env)
+                if r.status != ReleaseStatus.RUNNING and r.id not in ids
+            ]
         elif not ids:
             raise InvalidRequest("give release ids, or --all-queued with -p and -e")
         rows = [repo.release_row(i) for i in ids]
@@ -223,14 +258,22 @@ def delete(
         for row in rows:
             repo.environment_by_id(row.environment_id, lock=True)
             if not repo.set_status(
-                row.id, (ReleaseStatus.QUEUED, ReleaseStatus.PENDING_APPROVAL),
-                ReleaseStatus.CANCELLED, finished_at=now,
+                row.id,
+                (ReleaseStatus.QUEUED, ReleaseStatus.PENDING_APPROVAL),
+                ReleaseStatus.CANCELLED,
+                finished_at=now,
             ):
                 raise InvalidRequest(f"release {row.id} changed state meanwhile; nothing deleted")
             project, environment = repo.names_of(row.environment_id)
-            repo.event(at=now, actor=actor, kind="cancelled", project=project,
-                       environment=environment, release_id=row.id,
-                       message=f"release {row.id} deleted from the queue by {actor}")
+            repo.event(
+                at=now,
+                actor=actor,
+                kind="cancelled",
+                project=project,
+                environment=environment,
+                release_id=row.id,
+                message=f"release {row.id} deleted from the queue by {actor}",
+            )
             env_ids.add(row.environment_id)
             cancelled.append(row.id)
     for env_id in env_ids:
@@ -250,14 +293,26 @@ def approve(ctx: Context, release_id: int, *, reject: bool = False) -> Release:
             raise InvalidRequest(f"release {release_id} is {row.status}, not pending_approval")
         project, environment = repo.names_of(row.environment_id)
         if reject:
-            repo.set_status(release_id, ReleaseStatus.PENDING_APPROVAL, ReleaseStatus.REJECTED,
-                            finished_at=now)
+            repo.set_status(
+                release_id, ReleaseStatus.PENDING_APPROVAL, ReleaseStatus.REJECTED, finished_at=now
+            )
         else:
-            repo.set_status(release_id, ReleaseStatus.PENDING_APPROVAL, ReleaseStatus.QUEUED,
-                            queue_seq=repo.next_queue_seq(env))
+            repo.set_status(
+                release_id,
+                ReleaseStatus.PENDING_APPROVAL,
+                ReleaseStatus.QUEUED,
+                queue_seq=repo.next_queue_seq(env),
+            )
         kind = "rejected" if reject else "approved"
-        repo.event(at=now, actor=actor, kind=kind, project=project, environment=environment,
-                   release_id=release_id, message=f"release {release_id} {kind} by {actor}")
+        repo.event(
+            at=now,
+            actor=actor,
+            kind=kind,
+            project=project,
+            environment=environment,
+            release_id=release_id,
+            message=f"release {release_id} {kind} by {actor}",
+        )
         env_id = env.id
     if not reject:
         evaluate(ctx, env_id)

@@ -50,8 +50,9 @@ def set_path(spec: dict[str, Any], path: list[str], value: Any) -> dict[str, Any
     return out
 
 
-def set_resource(ctx: Context, project: str, environment: str, resource: str,
-                 items: Sequence[str]) -> ResourceStatus:
+def set_resource(
+    ctx: Context, project: str, environment: str, resource: str, items: Sequence[str]
+) -> ResourceStatus:
     """Change one resource's desired spec in one environment."""
     assignments = parse_assignments(items)
     now = ctx.clock.now()
@@ -66,10 +67,15 @@ def set_resource(ctx: Context, project: str, environment: str, resource: str,
         before = state.desired_spec
         state.desired_spec = spec
         key = f"{res.rtype}/{res.name}"
-        repo.event(at=now, actor=ctx.actor, kind="resource_set", project=project,
-                   environment=environment,
-                   message=f"{key} desired spec changed: " + ", ".join(items),
-                   data={"resource": key, "before": before, "after": spec})
+        repo.event(
+            at=now,
+            actor=ctx.actor,
+            kind="resource_set",
+            project=project,
+            environment=environment,
+            message=f"{key} desired spec changed: " + ", ".join(items),
+            data={"resource": key, "before": before, "after": spec},
+        )
         s.flush()
         return next(r for r in repo.resource_statuses(prow, env) if r.resource == key)
 

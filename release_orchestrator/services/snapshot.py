@@ -26,19 +26,27 @@ def claim_of(row: ReleaseRow) -> Claim:
 def pause_state(row: ProjectRow | EnvironmentRow, now: datetime) -> PauseState | None:
     if row.pause_at is None or (row.pause_until is not None and row.pause_until <= now):
         return None
-    return PauseState(by=row.pause_by or "unknown", at=row.pause_at, reason=row.pause_reason,
-                      until=row.pause_until)
+    return PauseState(
+        by=row.pause_by or "unknown",
+        at=row.pause_at,
+        reason=row.pause_reason,
+        until=row.pause_until,
+    )
 
 
-def expire_pauses(repo: Repository, project: ProjectRow, env: EnvironmentRow,
-                  now: datetime) -> None:
+def expire_pauses(
+    repo: Repository, project: ProjectRow, env: EnvironmentRow, now: datetime
+) -> None:
     """Clear pauses whose ``until`` has passed, with an audit event (call in a write tx)."""
     for row, scope in ((project, PauseScope.PROJECT), (env, PauseScope.ENVIRONMENT)):
         if row.pause_at is not None and row.pause_until is not None and row.pause_until <= now:
             until = row.pause_until
             row.pause_at = row.pause_by = row.pause_reason = row.pause_until = None
             repo.event(
-                at=now, actor="relo", kind="resumed", project=project.name,
+                at=now,
+                actor="relo",
+                kind="resumed",
+                project=project.name,
                 environment=env.name if scope is PauseScope.ENVIRONMENT else None,
                 message=f"{scope} pause expired at {until.isoformat()}",
                 data={"scope": str(scope), "expired": True},
@@ -47,8 +55,13 @@ def expire_pauses(repo: Repository, project: ProjectRow, env: EnvironmentRow,
 
 def windows_of(repo: Repository, env_id: int) -> list[Window]:
     return [
-        Window(id=w.id, kind=WindowKind(w.kind), cron=w.cron,
-               duration=timedelta(seconds=w.duration_s), timezone=w.timezone)
+        Window(
+            id=w.id,
+            kind=WindowKind(w.kind),
+            cron=w.cron,
+            duration=timedelta(seconds=w.duration_s),
+            timezone=w.timezone,
+        )
         for w in repo.windows(env_id)
     ]
 
@@ -60,9 +73,11 @@ def window_hold(repo: Repository, env_id: int, now: datetime) -> WindowHold | No
     state = window_state(windows, now)
     if state.open:
         return None
-    return WindowHold(reason=state.reason or "outside_allow_window",
-                      next_opening=state.next_opening,
-                      window_id=state.blocking.id if state.blocking else None)
+    return WindowHold(
+        reason=state.reason or "outside_allow_window",
+        next_opening=state.next_opening,
+        window_id=state.blocking.id if state.blocking else None,
+    )
 
 
 def lock_infos(ctx: Context, env_key: str, strict: bool = False) -> tuple[LockInfo, ...]:
@@ -74,8 +89,14 @@ def lock_infos(ctx: Context, env_key: str, strict: bool = False) -> tuple[LockIn
             raise Unavailable(f"cannot read state locks: {exc}") from exc
         return ()
     return tuple(
-        LockInfo(scope=h.scope, resource=h.resource, owner=h.owner, release_id=h.release_id,
-                 since=h.since, ttl_left_ms=h.ttl_left_ms)
+        LockInfo(
+            scope=h.scope,
+            resource=h.resource,
+            owner=h.owner,
+            release_id=h.release_id,
+            since=h.since,
+            ttl_left_ms=h.ttl_left_ms,
+        )
         for h in holders
     )
 
@@ -119,8 +140,9 @@ def build_snapshot(
     )
 
 
-def _queue_prefix(repo: Repository, env: EnvironmentRow, running: tuple[Claim, ...]
-                  ) -> tuple[Claim, ...]:
+def _queue_prefix(
+    repo: Repository, env: EnvironmentRow, running: tuple[Claim, ...]
+) -> tuple[Claim, ...]:
     free = env.max_parallel_releases - len(running)
     if free <= 0:
         return ()
@@ -141,4 +163,3 @@ def _queue_prefix(repo: Repository, env: EnvironmentRow, running: tuple[Claim, .
 def is_busy(repo: Repository, env_id: int) -> bool:
     """Any release queued or running (a due schedule is skipped as ``busy``)."""
     return repo.count_active(env_id) > 0
-

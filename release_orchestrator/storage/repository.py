@@ -185,9 +185,7 @@ class Repository:
         for res in self.resources(project):
             state = states.get(res.id) or self.state(env, res)
             key = resource_key(res.rtype, res.name)
-            out.append(
-                convert.resource_status_of(res, state, busy is None or key in busy)
-            )
+            out.append(convert.resource_status_of(res, state, busy is None or key in busy))
         return out
 
     # -- releases ----------------------------------------------------------------------
@@ -209,8 +207,9 @@ class Repository:
         if row is None:
             last = self.s.scalar(select(func.max(ReleaseRow.id)))
             hint = f" (release ids go up to {last})" if last else " (there are no releases yet)"
-            raise NotFound(f"unknown release id {release_id}{hint}", kind="release",
-                           name=str(release_id))
+            raise NotFound(
+                f"unknown release id {release_id}{hint}", kind="release", name=str(release_id)
+            )
         return row
 
     def names_of(self, env_id: int) -> tuple[str, str]:
@@ -262,8 +261,11 @@ class Repository:
                 )
             )
         )
-        order = {ReleaseStatus.RUNNING: 0, ReleaseStatus.QUEUED: 1,
-                 ReleaseStatus.PENDING_APPROVAL: 2}
+        order = {
+            ReleaseStatus.RUNNING: 0,
+            ReleaseStatus.QUEUED: 1,
+            ReleaseStatus.PENDING_APPROVAL: 2,
+        }
         rows.sort(key=lambda r: (order[ReleaseStatus(r.status)], r.queue_seq or 0, r.id))
         return rows
 
@@ -278,9 +280,7 @@ class Repository:
             out.append(convert.release_of(row, project.name, env.name, position=pos))
         return out
 
-    def history(
-        self, project: ProjectRow, env: EnvironmentRow, limit: int = 20
-    ) -> list[Release]:
+    def history(self, project: ProjectRow, env: EnvironmentRow, limit: int = 20) -> list[Release]:
         rows = self.s.scalars(
             select(ReleaseRow)
             .where(ReleaseRow.environment_id == env.id)
@@ -312,8 +312,9 @@ class Repository:
             )
         )
 
-    def waiting_rows(self, env_id: int, *, limit: int | None = None,
-                     after_seq: int | None = None) -> list[ReleaseRow]:
+    def waiting_rows(
+        self, env_id: int, *, limit: int | None = None, after_seq: int | None = None
+    ) -> list[ReleaseRow]:
         """Queued, not yet dispatched releases in FIFO order."""
         query = (
             select(ReleaseRow)
@@ -465,8 +466,12 @@ class Repository:
         )
 
     def events(
-        self, project: str | None = None, environment: str | None = None, limit: int = 50,
-        release_id: int | None = None, kinds: Iterable[str] | None = None,
+        self,
+        project: str | None = None,
+        environment: str | None = None,
+        limit: int = 50,
+        release_id: int | None = None,
+        kinds: Iterable[str] | None = None,
     ) -> list[Event]:
         query = select(EventRow).order_by(EventRow.id.desc()).limit(limit)
         if project is not None:

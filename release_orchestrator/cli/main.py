@@ -1,0 +1,78 @@
+"""The ``relo`` command line: parses, calls the client, renders; exit codes in one place.
+
+Exit codes (SPEC §6): 0 success; 1 the release/operation failed; 2 usage or bad input;
+3 timed out; 4 state lock conflict.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from . import config, processes, releases
+
+app = typer.Typer(
+    name="relo",
+    help="relo — the release orchestrator: queued, paused, parallel and scheduled releases.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=True,
+    rich_markup_mode=None,
+)
+app.add_typer(config.blueprint_app, name="blueprint")
+app.add_typer(config.resource_app, name="resource")
+app.add_typer(releases.app, name="release")
+app.add_typer(config.env_app, name="env")
+app.add_typer(config.lock_app, name="lock")
+app.add_typer(processes.db_app, name="db")
+app.command("events")(config.events)
+app.command("worker")(processes.worker)
+app.command("beat")(processes.beat)
+app.command("flower")(processes.flower)
+app.command("up")(processes.up)
+
+
+def _error(message: str, code: int) -> int:
+    sys.stderr.write(f"relo: error: {message}\n")
+    sys.stderr.flush()
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run ``relo`` and return its exit code (never a traceback for our errors)."""
+    from ..errors import ReloError
+
+    command = typer.main.get_command(app)
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        result = command.main(args=args, prog_name="relo", standalone_mode=False)
+    except ReloError as exc:
+        return _error(exc.message, exc.exit_code)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else "", err=False)
+        return 0
+    except click.UsageError as exc:
+        where = f"{exc.ctx.command_path}: " if exc.ctx else ""
+        return _error(f"{where}{exc.format_message()}", 2)
+    except click.ClickException as exc:
+        return _error(exc.format_message(), exc.exit_code or 1)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code or 0)
+    except click.Abort:
+        return _error("aborted", 1)
+    except KeyboardInterrupt:
+        return _error("interrupted", 130)
+    if isinstance(result, int):
+        return result
+    return 0
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()
