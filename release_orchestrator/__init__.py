@@ -43,6 +43,7 @@ __all__ = [
     "Health",
     "InvalidRequest",
     "NotFound",
+    "Release",
     "ReleaseFailed",
     "ReleaseStatus",
     "ReleaseType",

@@ -1,0 +1,39 @@
+# relo — the two commands of the README, plus the long-running extras.
+#   make run    install into .venv and start the stack with the example blueprint
+#   make test   install into .venv and run the test suite (Redis + PostgreSQL on 127.0.0.1)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint typecheck bench reliability clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/relo blueprint apply -f examples/shop/shop.yaml
+	$(BIN)/relo up
+
+test: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: install
+	$(BIN)/ruff check release_orchestrator workers tests benchmarks celeryconfig.py
+
+typecheck: install
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python -m benchmarks.run
+
+reliability: install
+	$(BIN)/python -m pytest -q -m slow tests/reliability
+
+clean:
+	rm -rf $(VENV) relo.db relo.db-* .pytest_cache
