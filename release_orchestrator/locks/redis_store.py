@@ -1,0 +1,202 @@
+"""Redis implementation of the ``LockStore`` port (SPEC §5).
+
+Every operation is one ``EVALSHA`` of a Lua script from ``scripts/`` (``current_fence`` is one
+``GET``), so it is atomic and costs one round trip however many resources a lease has.  Expiry
+bookkeeping uses Redis server time (``TIME``), never client clocks.
+
+The scripts read keys they are not passed in ``KEYS`` (resource locks listed in the known
+resources set, holder metadata); this is fine on a standalone Redis (and fakeredis) but not
+on Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from importlib import resources as importlib_resources
+from typing import Any, TypeVar
+
+import redis
+from redis.commands.core import Script
+
+from release_orchestrator.locks.keys import (
+    DEFAULT_PREFIX,
+    LockKeys,
+    validate_env_key,
+    validate_resource,
+)
+from release_orchestrator.locks.types import (
+    Lease,
+    LockConflictError,
+    LockHolder,
+    LockRequest,
+    LockStoreUnavailable,
+    sort_holders,
+    utc_from_ms,
+)
+
+__all__ = ["SCRIPT_NAMES", "RedisLockStore", "load_script"]
+
+SCRIPT_NAMES = ("acquire", "extend", "release", "holders", "break")
+"""Lua scripts of the store (``scripts/<name>.lua``, each prefixed with ``_common.lua``)."""
+
+_T = TypeVar("_T")
+_FIELDS_PER_HOLDER = 6
+
+
+def _read_script(name: str) -> str:
+    return (
+        importlib_resources.files("release_orchestrator.locks")
+        .joinpath(f"scripts/{name}.lua")
+        .read_text(encoding="utf-8")
+    )
+
+
+def load_script(name: str) -> str:
+    """Source of lock script ``name`` as sent to Redis (``_common.lua`` + ``<name>.lua``)."""
+    if name not in SCRIPT_NAMES:
+        raise ValueError(f"unknown lock script {name!r}")
+    return _read_script("_common") + "\n" + _read_script(name)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    return str(value)
+
+
+def _parse_holders(env_key: str, now_ms: Any, flat: Sequence[Any]) -> list[LockHolder]:
+    fields = [_text(v) for v in flat]
+    if len(fields) % _FIELDS_PER_HOLDER:
+        raise LockStoreUnavailable("malformed reply from lock script")
+    now = int(_text(now_ms))
+    holders = []
+    for i in range(0, len(fields), _FIELDS_PER_HOLDER):
+        scope, resource, owner, release_id, since_ms, ttl = fields[i : i + _FIELDS_PER_HOLDER]
+        holders.append(
+            LockHolder(
+                env_key=env_key,
+                scope=scope,  # type: ignore[arg-type]
+                resource=resource or None,
+                owner=owner,
+                release_id=int(release_id) if release_id else None,
+                since=utc_from_ms(int(since_ms) if since_ms else now),
+                ttl_left_ms=int(ttl),
+            )
+        )
+    return sort_holders(holders)
+
+
+class RedisLockStore:
+    """``LockStore`` on Redis (>= 7.0) or fakeredis with Lua.
+
+    ``client`` may use ``decode_responses`` or not.  Scripts are registered once with
+    ``client.register_script`` and loaded lazily (``EVALSHA``, ``SCRIPT LOAD`` on NOSCRIPT).
+    Every ``redis.exceptions.RedisError`` is re-raised as ``LockStoreUnavailable`` with the
+    original as ``__cause__``; messages never include the connection URL or credentials.
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str = DEFAULT_PREFIX) -> None:
+        self._client = client
+        self.keys = LockKeys(prefix)
+        self._scripts: dict[str, Script] = {
+            name: client.register_script(load_script(name)) for name in SCRIPT_NAMES
+        }
+
+    @property
+    def prefix(self) -> str:
+        """Key prefix of this store."""
+        return self.keys.prefix
+
+    def _call(self, operation: str, fn: Callable[[], _T]) -> _T:
+        try:
+            return fn()
+        except redis.exceptions.RedisError as exc:
+            raise LockStoreUnavailable(
+                f"lock store unavailable during {operation}: {type(exc).__name__}"
+            ) from exc
+
+    def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        script = self._scripts[name]
+        return self._call(name, lambda: script(keys=keys, args=args))
+
+    def acquire(self, request: LockRequest) -> Lease:
+        """See ``LockStore.acquire``: all or nothing, one ``EVALSHA``."""
+        env = request.env_key
+        k = self.keys
+        keys = [
+            k.env_lock(env),
+            k.slots(env),
+            k.fence(env),
+            k.index(env),
+            k.meta(env, request.owner),
+            *(k.resource(env, r) for r in request.resources),
+        ]
+        args: list[Any] = [
+            request.owner,
+            request.ttl_ms,
+            "1" if request.exclusive else "0",
+            "" if request.release_id is None else request.release_id,
+            json.dumps(list(request.resources)),
+            k.resource_prefix(env),
+            k.meta_prefix(env),
+            *request.resources,
+        ]
+        reply = self._run("acquire", keys, args)
+        if int(reply[0]) != 1:
+            raise LockConflictError(env, _parse_holders(env, reply[1], reply[2]))
+        return Lease(
+            env_key=env,
+            owner=request.owner,
+            fencing_token=int(reply[1]),
+            exclusive=request.exclusive,
+            resources=request.resources,
+            release_id=request.release_id,
+            ttl_ms=request.ttl_ms,
+        )
+
+    def _lease_keys(self, lease: Lease) -> list[str]:
+        k = self.keys
+        env = lease.env_key
+        res = [] if lease.exclusive else [k.resource(env, r) for r in lease.resources]
+        return [k.env_lock(env), k.slots(env), k.meta(env, lease.owner), *res]
+
+    def extend(self, lease: Lease, ttl_ms: int | None = None) -> bool:
+        """See ``LockStore.extend``: all parts or nothing, one ``EVALSHA``."""
+        ttl = lease.ttl_ms if ttl_ms is None else ttl_ms
+        if not isinstance(ttl, int) or ttl <= 0:
+            raise ValueError(f"ttl_ms must be a positive int, got {ttl!r}")
+        args = [lease.owner, ttl, "1" if lease.exclusive else "0", lease.fencing_token]
+        return int(self._run("extend", self._lease_keys(lease), args)) == 1
+
+    def release(self, lease: Lease) -> None:
+        """See ``LockStore.release``: owner-only, idempotent, one ``EVALSHA``."""
+        self._run("release", self._lease_keys(lease), [lease.owner, lease.fencing_token])
+
+    def holders(self, env_key: str) -> list[LockHolder]:
+        """See ``LockStore.holders``: one ``EVALSHA``, no SCAN."""
+        env = validate_env_key(env_key)
+        k = self.keys
+        reply = self._run(
+            "holders",
+            [k.env_lock(env), k.slots(env), k.index(env)],
+            [k.resource_prefix(env), k.meta_prefix(env)],
+        )
+        return _parse_holders(env, reply[0], reply[1])
+
+    def break_locks(self, env_key: str, resource: str | None = None) -> list[LockHolder]:
+        """See ``LockStore.break_locks``: one ``EVALSHA``."""
+        env = validate_env_key(env_key)
+        k = self.keys
+        keys = [k.env_lock(env), k.slots(env), k.index(env)]
+        if resource is not None:
+            keys.append(k.resource(env, validate_resource(resource)))
+        args = [k.resource_prefix(env), k.meta_prefix(env), resource or ""]
+        reply = self._run("break", keys, args)
+        return _parse_holders(env, reply[0], reply[1])
+
+    def current_fence(self, env_key: str) -> int:
+        """See ``LockStore.current_fence``: one ``GET``."""
+        key = self.keys.fence(validate_env_key(env_key))
+        value = self._call("current_fence", lambda: self._client.get(key))
+        return int(_text(value)) if value is not None else 0

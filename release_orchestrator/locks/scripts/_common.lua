@@ -1,0 +1,83 @@
+-- _common.lua: helpers prepended to every lock script; it uses no KEYS/ARGV and returns nothing.
+--
+-- Holders are described as 6 string fields appended to a flat list:
+--   scope ('environment' | 'slot' | 'resource'), resource ('' unless scope is 'resource'),
+--   owner, release_id ('' when the owner has no relo metadata), since_ms (acquisition time;
+--   the observation time when there is no metadata), ttl_left_ms (-1: no expiry).
+-- All times are Redis server time (TIME) in milliseconds.
+
+local unpack = unpack or table.unpack
+
+local function fmt(n)
+  return string.format('%d', n)
+end
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function describe(out, meta_prefix, scope, resource, owner, ttl, now)
+  local m = redis.call('HMGET', meta_prefix .. owner, 'release_id', 'since_ms')
+  out[#out + 1] = scope
+  out[#out + 1] = resource or ''
+  out[#out + 1] = owner
+  out[#out + 1] = m[1] or ''
+  out[#out + 1] = m[2] or fmt(now)
+  out[#out + 1] = fmt(ttl)
+end
+
+-- Drop expired shared slots.
+local function prune_slots(slots_key, now)
+  redis.call('ZREMRANGEBYSCORE', slots_key, '-inf', fmt(now))
+end
+
+-- Keep the slots key alive exactly as long as its longest-living member.
+local function refresh_slots_ttl(slots_key, now)
+  local top = redis.call('ZRANGE', slots_key, -1, -1, 'WITHSCORES')
+  if top[2] then
+    local left = tonumber(top[2]) - now
+    if left > 0 then
+      redis.call('PEXPIRE', slots_key, fmt(left))
+    end
+  end
+end
+
+-- SADD in chunks (Lua's unpack has a stack limit).
+local function sadd_all(key, members)
+  local i = 1
+  while i <= #members do
+    local j = math.min(i + 499, #members)
+    redis.call('SADD', key, unpack(members, i, j))
+    i = j + 1
+  end
+end
+
+-- Describe every live lock of an environment not held by skip_owner (nil: all of them).
+-- Returns the list of owners described (with repetitions).
+local function collect_all(out, env_key, slots_key, index_key, res_prefix, meta_prefix, now,
+                           skip_owner)
+  local owners = {}
+  local holder = redis.call('GET', env_key)
+  if holder and holder ~= skip_owner then
+    describe(out, meta_prefix, 'environment', nil, holder, redis.call('PTTL', env_key), now)
+    owners[#owners + 1] = holder
+  end
+  local slots = redis.call('ZRANGE', slots_key, 0, -1, 'WITHSCORES')
+  for i = 1, #slots, 2 do
+    if slots[i] ~= skip_owner then
+      describe(out, meta_prefix, 'slot', nil, slots[i], tonumber(slots[i + 1]) - now, now)
+      owners[#owners + 1] = slots[i]
+    end
+  end
+  local known = redis.call('SMEMBERS', index_key)
+  for _, resource in ipairs(known) do
+    local key = res_prefix .. resource
+    local res_holder = redis.call('GET', key)
+    if res_holder and res_holder ~= skip_owner then
+      describe(out, meta_prefix, 'resource', resource, res_holder, redis.call('PTTL', key), now)
+      owners[#owners + 1] = res_holder
+    end
+  end
+  return owners
+end

@@ -1,0 +1,33 @@
+-- release.lua: release the parts of a lease that its owner still holds (idempotent).
+--
+-- KEYS[1]     exclusive environment lock      {prefix}:lock:{env}:env
+-- KEYS[2]     shared slots zset               {prefix}:lock:{env}:slots
+-- KEYS[3]     metadata hash of the owner      {prefix}:lockmeta:{env}:{owner}
+-- KEYS[4..]   resource lock keys of the lease {prefix}:lock:{env}:res:{type/name}
+-- ARGV[1]     owner
+-- ARGV[2]     fencing token of the lease
+--
+-- Returns the number of lock parts removed.  Locks of other owners are never touched; if the
+-- owner's metadata carries a different fencing token (the lease was superseded by a newer
+-- acquisition of the same owner) nothing is removed and 0 is returned.
+
+local owner = ARGV[1]
+local fence = redis.call('HGET', KEYS[3], 'fence')
+if fence and fence ~= ARGV[2] then
+  return 0
+end
+
+local removed = 0
+if redis.call('GET', KEYS[1]) == owner then
+  redis.call('DEL', KEYS[1])
+  removed = removed + 1
+end
+removed = removed + redis.call('ZREM', KEYS[2], owner)
+for i = 4, #KEYS do
+  if redis.call('GET', KEYS[i]) == owner then
+    redis.call('DEL', KEYS[i])
+    removed = removed + 1
+  end
+end
+redis.call('DEL', KEYS[3])
+return removed

@@ -1,0 +1,268 @@
+"""Redis-specific properties of ``RedisLockStore``: round trips, errors, scripts, key layout."""
+
+from __future__ import annotations
+
+import importlib.resources
+import random
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import fakeredis
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from release_orchestrator.locks import (
+    Lease,
+    LockConflictError,
+    LockKeys,
+    LockRequest,
+    LockStoreUnavailable,
+    RedisLockStore,
+)
+from release_orchestrator.locks.redis_store import SCRIPT_NAMES, load_script
+
+ENV = "shop/prod"
+
+
+@pytest.fixture(params=["fakeredis", "redis"])
+def client(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
+    """A fakeredis client, or one on the real Redis DB 15 (skipped if not answering)."""
+    if request.param == "fakeredis":
+        c: redis.Redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    else:
+        c = redis.Redis(host="127.0.0.1", port=6379, db=15, socket_connect_timeout=1)
+        try:
+            c.ping()
+        except redis.exceptions.RedisError as exc:
+            c.close()
+            pytest.skip(f"real Redis at 127.0.0.1:6379 not answering: {exc!r}")
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def store(client: redis.Redis) -> Iterator[RedisLockStore]:
+    """Store under a unique key prefix, cleaned afterwards."""
+    prefix = f"relotest-{uuid.uuid4().hex[:12]}"
+    yield RedisLockStore(client, prefix=prefix)
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+class CommandCounter:
+    """Wraps ``client.execute_command`` and records the command names sent."""
+
+    def __init__(self, client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.commands: list[str] = []
+        original = client.execute_command
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            self.commands.append(str(args[0]).upper())
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(client, "execute_command", counting)
+
+    def reset(self) -> None:
+        self.commands.clear()
+
+
+def test_every_operation_is_one_round_trip(
+    client: redis.Redis, store: RedisLockStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    resources = tuple(f"service/s{i:03d}" for i in range(100))
+    # warm-up: loads every script into the server's cache (script loading is excluded)
+    warm = store.acquire(LockRequest(ENV, "warm", False, ("db/warm",)))
+    store.extend(warm)
+    store.release(warm)
+    store.holders(ENV)
+    store.break_locks(ENV, "db/warm")
+    store.break_locks(ENV)
+
+    counter = CommandCounter(client, monkeypatch)
+    lease = store.acquire(LockRequest(ENV, "1:a", False, resources, release_id=1))
+    assert counter.commands == ["EVALSHA"]
+    assert len(lease.resources) == 100
+
+    counter.reset()
+    with pytest.raises(LockConflictError) as info:
+        store.acquire(LockRequest(ENV, "2:b", False, resources, release_id=2))
+    assert counter.commands == ["EVALSHA"]
+    assert len(info.value.conflicts) == 100
+
+    counter.reset()
+    with pytest.raises(LockConflictError) as info:
+        store.acquire(LockRequest(ENV, "3:c", True, release_id=3))
+    assert counter.commands == ["EVALSHA"]
+    assert len(info.value.conflicts) == 101  # slot + 100 resources
+
+    for op in (
+        lambda: store.extend(lease),
+        lambda: store.holders(ENV),
+        lambda: store.break_locks(ENV, "service/s000"),
+        lambda: store.release(lease),
+        lambda: store.break_locks(ENV),
+    ):
+        counter.reset()
+        op()
+        assert counter.commands == ["EVALSHA"]
+    counter.reset()
+    store.current_fence(ENV)
+    assert counter.commands == ["GET"]
+
+
+def test_scripts_reload_after_script_flush(client: redis.Redis, store: RedisLockStore) -> None:
+    store.release(store.acquire(LockRequest(ENV, "1:a", False, ("service/web",))))
+    client.script_flush()
+    lease = store.acquire(LockRequest(ENV, "2:b", False, ("service/web",)))
+    assert lease.fencing_token == 2
+
+
+def test_decode_responses_client(client: redis.Redis) -> None:
+    kwargs = client.connection_pool.connection_kwargs
+    text: redis.Redis
+    if isinstance(client, fakeredis.FakeRedis):
+        text = fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
+    else:
+        text = redis.Redis(host=kwargs["host"], port=kwargs["port"], db=15, decode_responses=True)
+    prefix = f"relotest-{uuid.uuid4().hex[:12]}"
+    try:
+        s = RedisLockStore(text, prefix=prefix)
+        lease = s.acquire(LockRequest(ENV, "1:a", False, ("service/web",), release_id=7))
+        assert [(h.scope, h.release_id) for h in s.holders(ENV)] == [("slot", 7), ("resource", 7)]
+        assert s.current_fence(ENV) == lease.fencing_token == 1
+        s.release(lease)
+    finally:
+        keys = list(text.scan_iter(match=f"{prefix}:*"))
+        if keys:
+            text.delete(*keys)
+        text.close()
+
+
+def test_hand_written_key_with_default_prefix() -> None:
+    client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    try:
+        store = RedisLockStore(client)
+        store.release(store.acquire(LockRequest(ENV, "1:a", False, ("service/web",))))
+        client.execute_command("SET", "relo:lock:shop/prod:res:service/web", "manual", "PX", 60000)
+        (holder,) = store.holders(ENV)
+        assert (holder.owner, holder.release_id, holder.resource) == ("manual", None, "service/web")
+        with pytest.raises(LockConflictError):
+            store.acquire(LockRequest(ENV, "2:b", True))
+    finally:
+        client.close()
+
+
+def test_redis_errors_become_lock_store_unavailable() -> None:
+    client = redis.Redis(
+        host="127.0.0.1",
+        port=1,
+        password="s3cret-pw",
+        socket_connect_timeout=0.5,
+        retry=Retry(NoBackoff(), 0),
+    )
+    store = RedisLockStore(client)
+    request = LockRequest(ENV, "1:a", False, ("service/web",))
+    try:
+        for op in (
+            lambda: store.acquire(request),
+            lambda: store.holders(ENV),
+            lambda: store.current_fence(ENV),
+        ):
+            with pytest.raises(LockStoreUnavailable) as info:
+                op()
+            assert isinstance(info.value.__cause__, redis.exceptions.ConnectionError)
+            message = str(info.value)
+            assert "s3cret-pw" not in message and "127.0.0.1" not in message
+            assert ":1" not in message
+    finally:
+        client.close()
+
+
+def test_wrong_type_is_reported_as_unavailable() -> None:
+    client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    try:
+        store = RedisLockStore(client)
+        client.hset("relo:lock:shop/prod:env", "x", "y")
+        with pytest.raises(LockStoreUnavailable) as info:
+            store.acquire(LockRequest(ENV, "1:a", True))
+        assert isinstance(info.value.__cause__, redis.exceptions.ResponseError)
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("name", [*SCRIPT_NAMES])
+def test_scripts_document_keys_argv_and_return(name: str) -> None:
+    path = importlib.resources.files("release_orchestrator.locks").joinpath(f"scripts/{name}.lua")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines[0].startswith(f"-- {name}.lua: ")
+    header = "\n".join(line for line in lines if line.startswith("--"))
+    assert load_script(name).endswith("\n".join(lines) + "\n")
+    assert re.search(r"^-- KEYS\[1\]", header, re.M)
+    assert re.search(r"^-- ARGV\[1\]", header, re.M)
+    assert re.search(r"^-- Returns ", header, re.M)
+
+
+def test_key_layout() -> None:
+    keys = LockKeys()
+    assert keys.env_lock(ENV) == "relo:lock:shop/prod:env"
+    assert keys.slots(ENV) == "relo:lock:shop/prod:slots"
+    assert keys.resource(ENV, "service/web") == "relo:lock:shop/prod:res:service/web"
+    assert keys.meta(ENV, "42:ab") == "relo:lockmeta:shop/prod:42:ab"
+    assert keys.index(ENV) == "relo:lockidx:shop/prod"
+    assert keys.fence(ENV) == "relo:fence:shop/prod"
+    assert LockKeys("x").fence(ENV) == "x:fence:shop/prod"
+    with pytest.raises(ValueError):
+        LockKeys("bad prefix")
+
+
+def test_concurrent_workers_never_hold_conflicting_leases(store: RedisLockStore) -> None:
+    """Threads race for overlapping resource sets; held leases must never conflict."""
+    resources = ("service/a", "service/b", "service/c", "db/main")
+    held: dict[str, Lease] = {}
+    guard = threading.Lock()
+    violations: list[tuple[Lease, Lease]] = []
+    errors: list[BaseException] = []
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            for i in range(40):
+                exclusive = rng.random() < 0.2
+                chosen = tuple(rng.sample(resources, rng.randint(0, 2)))
+                request = LockRequest(ENV, f"{seed}:{i}", exclusive, () if exclusive else chosen)
+                try:
+                    lease = store.acquire(request)
+                except LockConflictError:
+                    continue
+                with guard:
+                    for other in held.values():
+                        if (
+                            lease.exclusive
+                            or other.exclusive
+                            or set(lease.resources) & set(other.resources)
+                        ):
+                            violations.append((lease, other))
+                    held[lease.owner] = lease
+                time.sleep(rng.random() / 1000)
+                with guard:
+                    del held[lease.owner]
+                store.release(lease)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(seed,)) for seed in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    assert not violations
+    assert store.holders(ENV) == []
+    assert store.current_fence(ENV) > 0
