@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
+
+try:  # Typer >= 0.20 vendors its own copy of Click
+    from typer._click import exceptions as click
+except ImportError:  # pragma: no cover - older Typer on real Click
+    from click import exceptions as click  # type: ignore[no-redef]
 
 from . import config, processes, releases
 
@@ -50,17 +54,17 @@ def main(argv: list[str] | None = None) -> int:
         result = command.main(args=args, prog_name="relo", standalone_mode=False)
     except ReloError as exc:
         return _error(exc.message, exc.exit_code)
-    except click.exceptions.NoArgsIsHelpError as exc:
-        click.echo(exc.ctx.get_help() if exc.ctx else "", err=False)
+    except click.NoArgsIsHelpError as exc:
+        sys.stdout.write((exc.ctx.get_help() if exc.ctx else "") + "\n")
         return 0
     except click.UsageError as exc:
         where = f"{exc.ctx.command_path}: " if exc.ctx else ""
         return _error(f"{where}{exc.format_message()}", 2)
     except click.ClickException as exc:
         return _error(exc.format_message(), exc.exit_code or 1)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return int(exc.exit_code or 0)
-    except click.Abort:
+    except typer.Abort:
         return _error("aborted", 1)
     except KeyboardInterrupt:
         return _error("interrupted", 130)

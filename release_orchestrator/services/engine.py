@@ -93,6 +93,9 @@ def execute(ctx: Context, release_id: int, worker: str) -> str:
     try:
         lease = ctx.locks.acquire(request)
     except (LockConflictError, LockStoreUnavailable) as exc:
+        holders = getattr(exc, "conflicts", ())
+        if any(h.release_id == release_id for h in holders):
+            return f"skipped: release {release_id} is already being taken (duplicate delivery)"
         _undispatch(ctx, release_id, f"could not take state locks: {exc}")
         if isinstance(exc, LockConflictError):
             evaluate(ctx, env_id)
