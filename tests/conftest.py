@@ -125,9 +125,10 @@ class Stack:
         argv = [sys.executable, "-m", "release_orchestrator.cli.main", kind, *args]
         if kind == "worker" and not any(a.startswith(("--hostname", "-n")) for a in args):
             argv += ["--hostname", f"{name}@%h"]
-        proc = subprocess.Popen(argv, env=self.env, stdout=log.open("wb"),
-                                stderr=subprocess.STDOUT, cwd=str(self.tmp),
-                                start_new_session=True)
+        with log.open("wb") as handle:  # the child keeps its own copy of the descriptor
+            proc = subprocess.Popen(argv, env=self.env, stdout=handle,
+                                    stderr=subprocess.STDOUT, cwd=str(self.tmp),
+                                    start_new_session=True)
         self.procs.append((name, proc, log))
         if wait_ready and kind == "worker":
             self.wait_for_log(log, "ready.", proc)
@@ -222,8 +223,12 @@ class Stack:
             if str(release.status) in wanted:
                 return release
             time.sleep(0.1)
+        details = ""
+        if release is not None:
+            details = (f"held: {release.held}\n" + self.cli("lock", "list", "-p", release.project,
+                       "-e", release.environment, "-o", "json").stdout)
         raise AssertionError(f"release {release_id} still {release and release.status}\n"
-                             + self.logs())
+                             f"{details}\n" + self.logs())
 
 
 @pytest.fixture

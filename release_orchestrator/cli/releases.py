@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from ..errors import InvalidRequest
+from ..domain import Release
+from ..errors import InvalidRequest, ReleaseFailed, StateLockError
 from . import render
 from .common import EnvOpt, OutputOpt, ProjectOpt, client
 
@@ -72,28 +73,46 @@ def trigger(
         if not sep:
             raise InvalidRequest(f"--var '{item}' is not KEY=VALUE")
         variables[key] = value
-    release = client().submit(
-        project,
-        environment,
-        type_,
-        targets=target or [],
-        refresh=refresh,
-        force=force,
-        allow_destroy=allow_destroy,
-        no_rollback=no_rollback,
-        comment=comment,
-        fail_on_conflict=fail_on_conflict,
-        extra_args=arg or [],
-        extra_vars=variables,
-    )
-    if wait:
-        render.info(f"release {release.id} {release.status}; waiting")
+    try:
+        release = client().submit(
+            project,
+            environment,
+            type_,
+            targets=target or [],
+            refresh=refresh,
+            force=force,
+            allow_destroy=allow_destroy,
+            no_rollback=no_rollback,
+            comment=comment,
+            fail_on_conflict=fail_on_conflict,
+            extra_args=arg or [],
+            extra_vars=variables,
+        )
+    except (ReleaseFailed, StateLockError) as exc:
+        recorded = exc.details.get("release")
+        if recorded is not None:  # recorded, then failed at once: still print its id
+            _print_release(recorded, output)
+        raise
+    if not wait:
+        _print_release(release, output)
+        render.info(f"release {release.id} {release.status}")
+        return
+    if output != "json":
+        typer.echo(release.id)
+    render.info(f"release {release.id} {release.status}; waiting")
+    try:
         release = client().wait_release(release.id, timeout=timeout)
+    finally:
+        if output == "json":
+            render.print_json(client().get(release.id).detail())
+    render.info(f"release {release.id} {release.status}")
+
+
+def _print_release(release: Release, output: str) -> None:
     if output == "json":
         render.print_json(release.detail())
     else:
         typer.echo(release.id)
-        render.info(f"release {release.id} {release.status}")
 
 
 @app.command("show")

@@ -228,15 +228,16 @@ class ShellExecutor(Executor):
             return _failed(f"exit code {code}", output, code)
         if action is not Action.REFRESH:
             return StepResult(ok=True, exit_code=0, output=output)
-        observed: Any = None
+        observed: Any = False
         stdout, overflow = capture.stdout()
         if not overflow:
             try:
                 observed = json.loads(stdout)
             except ValueError:
-                observed = None
-        if not isinstance(observed, dict):
-            return _failed("refresh output is not a JSON object", output, code)
+                observed = False
+        # A JSON object is the actual spec; `null` says the resource does not exist.
+        if observed is not None and not isinstance(observed, dict):
+            return _failed("refresh output is not a JSON object (or null)", output, code)
         return StepResult(ok=True, exit_code=0, output=output, observed_spec=observed)
 
     @staticmethod

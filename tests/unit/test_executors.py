@@ -310,7 +310,13 @@ def test_refresh_parses_stdout_as_json(tmp_path: Path) -> None:
 def test_refresh_with_bad_json_fails(printed: str) -> None:
     result = ShellExecutor().run(make_ctx(refresh_config(["printf", printed]), Action.REFRESH))
     assert not result.ok
-    assert result.error == "refresh output is not a JSON object"
+    assert result.error == "refresh output is not a JSON object (or null)"
+    assert result.observed_spec is None
+
+
+def test_refresh_printing_null_means_absent() -> None:
+    result = ShellExecutor().run(make_ctx(refresh_config(["echo", "null"]), Action.REFRESH))
+    assert result.ok, result
     assert result.observed_spec is None
 
 
