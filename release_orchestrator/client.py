@@ -11,6 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .api.diagnose import DiagnoseAPI
+from .api.pauses import PausesAPI
+from .api.schedules import SchedulesAPI
+from .api.sync import SyncAPI
 from .domain import (
     Environment,
     EnvironmentSettings,
@@ -29,7 +33,7 @@ from .settings import Settings
 from .storage.db import Database
 
 
-class Client:
+class Client(PausesAPI, SchedulesAPI, DiagnoseAPI, SyncAPI):
     """relo's use cases over the configured database, Redis and broker.
 
     ``Client()`` reads ``RELO_*`` settings. ``trigger`` is recorded on submitted releases

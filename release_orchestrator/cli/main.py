@@ -15,7 +15,7 @@ try:  # Typer >= 0.20 vendors its own copy of Click
 except ImportError:  # pragma: no cover - older Typer on real Click
     from click import exceptions as click  # type: ignore[no-redef]
 
-from . import config, processes, releases
+from . import config, diagnose, pauses, processes, releases, schedules, sync
 
 app = typer.Typer(
     name="relo",
@@ -36,6 +36,10 @@ app.command("worker")(processes.worker)
 app.command("beat")(processes.beat)
 app.command("flower")(processes.flower)
 app.command("up")(processes.up)
+for _module in (pauses, schedules, diagnose, sync):
+    _register = getattr(_module, "register", None)
+    if _register is not None:
+        _register(app)
 
 
 def _error(message: str, code: int) -> int:
