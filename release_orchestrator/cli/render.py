@@ -56,7 +56,10 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | No
         t.add_column(col, overflow="fold")
     for row in rows:
         t.add_row(*("-" if v is None or v == "" else str(v) for v in row))
-    Console(soft_wrap=False, width=max(100, Console().width)).print(t)
+    console = Console(soft_wrap=False)
+    if not console.is_terminal:  # piped: do not wrap cells at an assumed 80 columns
+        console = Console(soft_wrap=False, width=200)
+    console.print(t)
 
 
 def targets_text(release: Release) -> str:
