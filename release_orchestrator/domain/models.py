@@ -226,3 +226,80 @@ class Finding(_Frozen):
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
+
+
+class AvailabilityWindow(_Frozen):
+    """An availability window of an environment (SPEC §4, §11), as of ``at``.
+
+    ``kind`` is ``allow`` or ``deny``. An occurrence starts at each cron fire time, on the
+    wall clock of ``timezone``, and lasts ``duration_s`` seconds. ``open_now`` says whether an
+    occurrence covers ``at`` (``open_until`` is then its end); ``next_start`` is the start of
+    the next occurrence after ``at``.
+    """
+
+    id: int
+    project: str
+    environment: str
+    kind: str = Field(pattern="^(allow|deny)$")
+    cron: str
+    duration: str
+    duration_s: float
+    timezone: str
+    created_by: str
+    created_at: datetime
+    at: datetime
+    open_now: bool = False
+    open_until: datetime | None = None
+    next_start: datetime | None = None
+
+
+class QueueSummary(_Frozen):
+    """An environment's releases in flight; ``next_holds``: why the head of the queue waits."""
+
+    running: list[int] = Field(default_factory=list)
+    queued: list[int] = Field(default_factory=list)
+    pending_approval: list[int] = Field(default_factory=list)
+    next_holds: list[Hold] = Field(default_factory=list)
+
+
+class EnvironmentView(_Frozen):
+    """``relo env show``: pauses in force, settings, windows and queue of one environment.
+
+    ``windows_open`` is False while a deny window covers ``at`` or allow windows exist and
+    none covers it (``window_hold`` then says which, ``next_opening`` when starts are allowed
+    again, as far as windows are concerned). ``open_until`` is set when starts are allowed
+    only thanks to an allow window. ``can_start`` is False while paused or windows are closed.
+    """
+
+    project: str
+    name: str
+    at: datetime
+    settings: EnvironmentSettings
+    launched: bool = False
+    project_pause: Pause | None = None
+    environment_pause: Pause | None = None
+    windows: list[AvailabilityWindow] = Field(default_factory=list)
+    windows_open: bool = True
+    window_hold: str | None = None
+    blocking_window_id: int | None = None
+    next_opening: datetime | None = None
+    open_until: datetime | None = None
+    can_start: bool = True
+    queue: QueueSummary = Field(default_factory=QueueSummary)
+
+
+class ResumeResult(_Frozen):
+    """What ``relo env resume`` did.
+
+    ``resumed`` is the pause that was lifted (None when the scope was not paused: a no-op);
+    ``still_paused`` lists pauses that still hold releases of the scope (the project's when
+    an environment is resumed, its environments' when the project is); ``started`` are the
+    releases dispatched at once.
+    """
+
+    scope: PauseScope
+    project: str
+    environment: str | None = None
+    resumed: Pause | None = None
+    still_paused: list[Pause] = Field(default_factory=list)
+    started: list[int] = Field(default_factory=list)
