@@ -169,3 +169,29 @@ def test_shell_injection_through_spec_values_never_executes(stack, tmp_path) -> 
     assert not marker.exists()
     state = stack.state_dir / "shop" / "staging" / "service" / "payments.json"
     assert f"$(touch {marker})" in state.read_text()
+
+
+def test_worker_environments_option_consumes_only_those_queues(stack) -> None:
+    stack.apply_shop()
+    stack.worker("--environments", "shop/prod", name="prodonly")
+    staging = stack.client.submit("shop", "staging", "full").id
+    prod = stack.client.submit("shop", "prod", "full").id
+    assert str(stack.wait_status(prod).status) == "succeeded"
+    assert str(stack.client.get(staging).status) == "queued"
+    assert calls(stack.execution_log(), staging) == []
+    # a worker that follows every environment, including ones created after it started
+    stack.worker(name="all")
+    assert str(stack.wait_status(staging).status) == "succeeded"
+    blueprint = (stack.tmp / "more.yaml")
+    from tests.conftest import ROOT
+
+    text = (ROOT / "examples/shop/shop.yaml").read_text().replace(
+        "  - name: staging\n", "  - name: staging\n  - name: qa\n")
+    blueprint.write_text(text)
+    # keep the scripts' relative paths working: the blueprint's directory is the working dir
+    (stack.tmp / "scripts").symlink_to(ROOT / "examples/shop/scripts")
+    stack.cli("blueprint", "apply", "-f", str(blueprint), check=True)
+    qa = stack.client.submit("shop", "qa", "selective", targets=["service/payments"]).id
+    assert str(stack.wait_status(qa).status) == "succeeded"
+    bad = stack.cli("worker", "--environments", "shop/nope")
+    assert bad.returncode == 2 and "unknown environment 'nope'" in bad.stderr
