@@ -303,3 +303,45 @@ class ResumeResult(_Frozen):
     resumed: Pause | None = None
     still_paused: list[Pause] = Field(default_factory=list)
     started: list[int] = Field(default_factory=list)
+
+
+class Schedule(_Frozen):
+    """A recurring release of one environment: fire times ``start_at + k * every`` (SPEC §7)."""
+
+    id: int
+    project: str
+    environment: str
+    every: str
+    type: ReleaseType = ReleaseType.FULL
+    start_at: datetime
+    timezone: str = "UTC"
+    paused: bool = False
+    next_run_at: datetime
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class ScheduledRun(_Frozen):
+    """One due time of a schedule: the release it submitted, or the skip and its reason."""
+
+    release_id: int
+    due_at: datetime
+    recorded_at: datetime
+    type: ReleaseType
+    status: ReleaseStatus
+    skip_reason: SkipReason | None = None
+    detail: str | None = None
+
+    @property
+    def lateness_s(self) -> float:
+        """Seconds from the due time to the release (or skip) being recorded."""
+        return (self.recorded_at - self.due_at).total_seconds()
+
+
+class ScheduleView(_Frozen):
+    """``relo schedule show``: the settings, the next fire times, the last fires and skips."""
+
+    schedule: Schedule
+    next_fires: list[datetime] = Field(default_factory=list)
+    recent: list[ScheduledRun] = Field(default_factory=list)
