@@ -130,7 +130,6 @@ class RedisLockStore:
             k.fence(env),
             k.index(env),
             k.meta(env, request.owner),
-            *(k.resource(env, r) for r in request.resources),
         ]
         args: list[Any] = [
             request.owner,
@@ -140,7 +139,6 @@ class RedisLockStore:
             json.dumps(list(request.resources)),
             k.resource_prefix(env),
             k.meta_prefix(env),
-            *request.resources,
         ]
         reply = self._run("acquire", keys, args)
         if int(reply[0]) != 1:
@@ -158,20 +156,26 @@ class RedisLockStore:
     def _lease_keys(self, lease: Lease) -> list[str]:
         k = self.keys
         env = lease.env_key
-        res = [] if lease.exclusive else [k.resource(env, r) for r in lease.resources]
-        return [k.env_lock(env), k.slots(env), k.meta(env, lease.owner), *res]
+        return [k.env_lock(env), k.slots(env), k.meta(env, lease.owner)]
+
+    def _lease_resources(self, lease: Lease) -> list[str]:
+        """The lease's resources (JSON) and the resource key prefix, as script arguments."""
+        names = [] if lease.exclusive else list(lease.resources)
+        return [json.dumps(names), self.keys.resource_prefix(lease.env_key)]
 
     def extend(self, lease: Lease, ttl_ms: int | None = None) -> bool:
         """See ``LockStore.extend``: all parts or nothing, one ``EVALSHA``."""
         ttl = lease.ttl_ms if ttl_ms is None else ttl_ms
         if not isinstance(ttl, int) or ttl <= 0:
             raise ValueError(f"ttl_ms must be a positive int, got {ttl!r}")
-        args = [lease.owner, ttl, "1" if lease.exclusive else "0", lease.fencing_token]
+        args = [lease.owner, ttl, "1" if lease.exclusive else "0", lease.fencing_token,
+                *self._lease_resources(lease)]
         return int(self._run("extend", self._lease_keys(lease), args)) == 1
 
     def release(self, lease: Lease) -> None:
         """See ``LockStore.release``: owner-only, idempotent, one ``EVALSHA``."""
-        self._run("release", self._lease_keys(lease), [lease.owner, lease.fencing_token])
+        self._run("release", self._lease_keys(lease),
+                  [lease.owner, lease.fencing_token, *self._lease_resources(lease)])
 
     def holders(self, env_key: str) -> list[LockHolder]:
         """See ``LockStore.holders``: one ``EVALSHA``, no SCAN."""

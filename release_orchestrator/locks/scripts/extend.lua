@@ -3,16 +3,21 @@
 -- KEYS[1]     exclusive environment lock      {prefix}:lock:{env}:env
 -- KEYS[2]     shared slots zset               {prefix}:lock:{env}:slots
 -- KEYS[3]     metadata hash of the owner      {prefix}:lockmeta:{env}:{owner}
--- KEYS[4..]   resource lock keys of the lease {prefix}:lock:{env}:res:{type/name}
 -- ARGV[1]     owner
 -- ARGV[2]     new ttl in ms
 -- ARGV[3]     '1' exclusive lease | '0' shared lease
 -- ARGV[4]     fencing token of the lease
+-- ARGV[5]     the lease's resources as a JSON array ('[]' for an exclusive lease)
+-- ARGV[6]     resource key prefix             {prefix}:lock:{env}:res:
 --
 -- Returns 1 if every part was still owned (and the metadata carries the lease's fencing
 -- token) and all were extended; 0 if any part was lost, in which case nothing is changed.
 
 local owner = ARGV[1]
+local rkeys = {}
+for i, name in ipairs(cjson.decode(ARGV[5])) do
+  rkeys[i] = ARGV[6] .. name
+end
 local ttl = ARGV[2]
 local now = now_ms()
 
@@ -28,8 +33,8 @@ else
   if not score or tonumber(score) <= now then
     return 0
   end
-  for i = 4, #KEYS do
-    if redis.call('GET', KEYS[i]) ~= owner then
+  for i = 1, #rkeys do
+    if redis.call('GET', rkeys[i]) ~= owner then
       return 0
     end
   end
@@ -40,8 +45,8 @@ if ARGV[3] == '1' then
 else
   redis.call('ZADD', KEYS[2], fmt(now + tonumber(ttl)), owner)
   refresh_slots_ttl(KEYS[2], now)
-  for i = 4, #KEYS do
-    redis.call('PEXPIRE', KEYS[i], ttl)
+  for i = 1, #rkeys do
+    redis.call('PEXPIRE', rkeys[i], ttl)
   end
 end
 redis.call('HSET', KEYS[3], 'ttl_ms', ttl)

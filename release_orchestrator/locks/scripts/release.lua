@@ -3,15 +3,20 @@
 -- KEYS[1]     exclusive environment lock      {prefix}:lock:{env}:env
 -- KEYS[2]     shared slots zset               {prefix}:lock:{env}:slots
 -- KEYS[3]     metadata hash of the owner      {prefix}:lockmeta:{env}:{owner}
--- KEYS[4..]   resource lock keys of the lease {prefix}:lock:{env}:res:{type/name}
 -- ARGV[1]     owner
 -- ARGV[2]     fencing token of the lease
+-- ARGV[3]     the lease's resources as a JSON array ('[]' for an exclusive lease)
+-- ARGV[4]     resource key prefix             {prefix}:lock:{env}:res:
 --
 -- Returns the number of lock parts removed.  Locks of other owners are never touched; if the
 -- owner's metadata carries a different fencing token (the lease was superseded by a newer
 -- acquisition of the same owner) nothing is removed and 0 is returned.
 
 local owner = ARGV[1]
+local rkeys = {}
+for i, name in ipairs(cjson.decode(ARGV[3])) do
+  rkeys[i] = ARGV[4] .. name
+end
 local fence = redis.call('HGET', KEYS[3], 'fence')
 if fence and fence ~= ARGV[2] then
   return 0
@@ -23,9 +28,9 @@ if redis.call('GET', KEYS[1]) == owner then
   removed = removed + 1
 end
 removed = removed + redis.call('ZREM', KEYS[2], owner)
-for i = 4, #KEYS do
-  if redis.call('GET', KEYS[i]) == owner then
-    redis.call('DEL', KEYS[i])
+for i = 1, #rkeys do
+  if redis.call('GET', rkeys[i]) == owner then
+    redis.call('DEL', rkeys[i])
     removed = removed + 1
   end
 end
