@@ -345,3 +345,47 @@ class ScheduleView(_Frozen):
     schedule: Schedule
     next_fires: list[datetime] = Field(default_factory=list)
     recent: list[ScheduledRun] = Field(default_factory=list)
+
+
+class AppProgress(_Frozen):
+    """One app awaited by ``relo release wait`` (SPEC §6): its state and what it waits for.
+
+    ``release_id`` is the release it waits for (a running one first, then the earliest in
+    the queue; any release acting on the app counts, and every type but ``selective`` acts
+    on every resource); ``waiting_on`` is why that release does not run yet. ``ready``: the
+    app is ``Synced`` and ``Healthy`` and no queued, pending or running release targets it.
+    """
+
+    app: str
+    sync: SyncStatus
+    health: Health
+    release_id: int | None = None
+    release_status: ReleaseStatus | None = None
+    position: int | None = None
+    waiting_on: str | None = None
+    ready: bool = False
+
+
+class WaitResult(_Frozen):
+    """What ``relo release wait`` saw; the final one is its ``-o json`` summary.
+
+    ``status``: ``waiting`` (progress), ``ready`` (every app ready), ``failed`` (a release
+    targeting an app failed, or an app is Degraded) or ``timeout`` (``findings`` then say what
+    blocks). ``synced_release_id`` is the release ``--sync`` submitted (None: every app was
+    in sync, or no ``--sync``); ``releases`` every release waited for.
+    """
+
+    project: str
+    environment: str
+    status: str = Field(pattern="^(waiting|ready|failed|timeout)$")
+    apps: list[AppProgress]
+    synced_release_id: int | None = None
+    releases: list[int] = Field(default_factory=list)
+    failed_release_id: int | None = None
+    error: str | None = None
+    elapsed_s: float = 0.0
+    findings: list[Finding] = Field(default_factory=list)
+
+    @property
+    def ready_count(self) -> int:
+        return sum(1 for a in self.apps if a.ready)

@@ -483,3 +483,52 @@ class Repository:
         if kinds is not None:
             query = query.where(EventRow.kind.in_(list(kinds)))
         return [convert.event_of(r) for r in self.s.scalars(query)]
+
+    # -- diagnose (SPEC §8) and sync/wait (SPEC §6) -----------------------------------------
+    def last_success_at(self, env_id: int) -> datetime | None:
+        """When the environment's most recent succeeded release finished (None: never)."""
+        return self.s.scalar(
+            select(func.max(ReleaseRow.finished_at)).where(
+                ReleaseRow.environment_id == env_id,
+                ReleaseRow.status == ReleaseStatus.SUCCEEDED,
+            )
+        )
+
+    def skipped_rows(
+        self,
+        env_id: int,
+        skip_reason: str,
+        *,
+        after: datetime | None = None,
+        limit: int = 5,
+    ) -> tuple[list[ReleaseRow], int]:
+        """Skipped (scheduled) releases with ``skip_reason``, newest first, and how many.
+
+        ``after``: only those recorded after that time. Returns at most ``limit`` rows and
+        the total count of matches.
+        """
+        cond = [
+            ReleaseRow.environment_id == env_id,
+            ReleaseRow.status == ReleaseStatus.SKIPPED,
+            ReleaseRow.skip_reason == skip_reason,
+        ]
+        if after is not None:
+            cond.append(ReleaseRow.created_at > after)
+        rows = list(
+            self.s.scalars(
+                select(ReleaseRow).where(*cond).order_by(ReleaseRow.id.desc()).limit(limit)
+            )
+        )
+        total = int(self.s.scalar(select(func.count()).select_from(ReleaseRow).where(*cond)) or 0)
+        return rows, total
+
+    def forward_step_count(self, release_id: int) -> int:
+        """How many forward (non-rollback) steps a release ran."""
+        return int(
+            self.s.scalar(
+                select(func.count())
+                .select_from(StepRow)
+                .where(StepRow.release_id == release_id, StepRow.phase == "forward")
+            )
+            or 0
+        )
