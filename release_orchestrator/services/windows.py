@@ -185,7 +185,7 @@ def remove_window(
         row = next((r for r in rows if r.id == window_id), None)
         if row is None:
             raise not_found(
-                "window id",
+                "window",
                 str(window_id),
                 [str(r.id) for r in rows],
                 where=f"environment '{project}/{environment}'",
