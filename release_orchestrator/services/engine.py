@@ -136,6 +136,9 @@ def execute(ctx: Context, release_id: int, worker: str) -> str:
     except LeaseLost as exc:
         outcome = f"lease lost: {exc}"
         log.warning("release %s: %s", release_id, outcome)
+        if fail_lost_release(ctx, release_id, ctx.clock.now(), token=lease.fencing_token,
+                             why=f"state lock lease lost ({exc}); the release was stopped"):
+            outcome += "; marked failed"
     finally:
         heartbeat.stop()
         try:
@@ -526,17 +529,26 @@ class Heartbeat(threading.Thread):
         self.runner.cancel.set()
 
 
-def fail_lost_release(ctx: Context, release_id: int, now: datetime) -> bool:
-    """End a running release whose worker vanished: ``failed``, in-flight resources Unknown."""
+def fail_lost_release(
+    ctx: Context, release_id: int, now: datetime, *, token: int | None = None,
+    why: str | None = None,
+) -> bool:
+    """End a running release whose worker vanished (or, with ``token``, whose worker lost its
+    lease and stopped): ``failed``, the resources of its in-flight steps Unknown.
+
+    Returns False when the release was not running (under ``token``) any more.
+    """
     with ctx.db.session() as s:
         repo = Repository(s)
         row = repo.release_row(release_id)
         heartbeat = row.heartbeat_at
-        error = (
+        error = why or (
             "worker lost: no heartbeat since "
             f"{heartbeat.isoformat() if heartbeat else 'start'} and its lease expired"
             f" (worker {row.worker})"
         )
+        if token is not None and row.fencing_token != token:
+            return False
         if not repo.set_status(
             release_id, ReleaseStatus.RUNNING, ReleaseStatus.FAILED, finished_at=now, error=error
         ):
@@ -548,7 +560,7 @@ def fail_lost_release(ctx: Context, release_id: int, now: datetime) -> bool:
             if step.status == StepStatus.RUNNING:
                 step.status = str(StepStatus.FAILED)
                 step.finished_at = now
-                step.error = "worker lost"
+                step.error = "worker lost" if why is None else "lease lost"
                 res = keys.get(step.resource)
                 if res is not None:
                     state = repo.state(env, res)
