@@ -34,6 +34,7 @@ bench: install
 
 reliability: install
 	$(BIN)/python -m pytest -q -m slow tests/reliability
+	$(BIN)/python -m tests.reliability.report
 
 clean:
 	rm -rf $(VENV) relo.db relo.db-* .pytest_cache
