@@ -33,7 +33,6 @@ bench: install
 	$(BIN)/python -m benchmarks.run
 
 reliability: install
-	$(BIN)/python -m pytest -q -m slow tests/reliability
 	$(BIN)/python -m tests.reliability.report
 
 clean:
