@@ -39,6 +39,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import delete as sql_delete
@@ -61,7 +62,7 @@ from ..storage.repository import Repository
 from ..storage.tables import EnvironmentRow, ProjectRow, ReleaseRow, ScheduleRow
 from .context import Context
 from .dispatch import Dispatch, decide_and_mark, send
-from .snapshot import pause_state, window_hold
+from .snapshot import is_busy, pause_state, window_hold
 
 log = logging.getLogger(__name__)
 
@@ -173,10 +174,13 @@ def set_schedule(
                 if row is not None
                 else now.replace(second=0, microsecond=0) + timedelta(minutes=1)
             )
-        try:
-            next_run_at = first_fire(anchor, interval, now, tz)
-        except (ValueError, OverflowError) as exc:
-            raise InvalidRequest(f"--start-at {anchor.isoformat()}: {exc}") from None
+        try:  # the first fires must be representable (not beyond year 9999)
+            next_run_at, *_ = next_fires(anchor, interval, now, SHOW_NEXT + 1, tz, inclusive=True)
+        except (ValueError, OverflowError):
+            raise InvalidRequest(
+                f"--start-at {anchor.isoformat()} with --every {interval}: fire times fall "
+                "beyond year 9999"
+            ) from None
         created = row is None
         if row is None:
             row = ScheduleRow(environment_id=env.id, created_by=actor, created_at=now)
@@ -282,7 +286,7 @@ class FireOutcome:
     first) or ``gone`` (the schedule was deleted meanwhile).
     """
 
-    kind: str
+    kind: Literal["fired", "skipped", "advanced", "not_due", "lost_race", "gone"]
     release_id: int | None = None
     due_at: datetime | None = None
     skip_reason: SkipReason | None = None
@@ -387,33 +391,76 @@ def _claim_in(
         return FireOutcome("advanced", due_at=due), []
     collapsed = _missed_before(row, interval, seen, due)
     reason, detail = _skip_reason(repo, project, env, row, now)
-    rtype = ReleaseType(row.release_type)
-    comment = f"schedule every {row.every}, due {due.isoformat()}"
     if reason is not None:
-        release = repo.add_release(
-            _release_row(env, row, rtype, ReleaseStatus.SKIPPED, due, now, comment)
+        release_id = _record_skip(repo, project, env, row, due, now, reason, detail, collapsed)
+        return FireOutcome("skipped", release_id, due, reason, collapsed), []
+    release_id, dispatches = _record_fire(ctx, repo, project, env, row, due, now, collapsed)
+    return FireOutcome("fired", release_id, due, None, collapsed), dispatches
+
+
+def _record_skip(
+    repo: Repository,
+    project: ProjectRow,
+    env: EnvironmentRow,
+    row: ScheduleRow,
+    due: datetime,
+    now: datetime,
+    reason: SkipReason,
+    detail: str,
+    collapsed: int,
+) -> int:
+    """A ``skipped`` release for the due time, finished at once, and its audit event."""
+    release = repo.add_release(
+        _release_row(
+            env,
+            row,
+            due,
+            now,
+            status=str(ReleaseStatus.SKIPPED),
+            finished_at=now,
+            skip_reason=str(reason),
+            error=f"skipped ({reason}): {detail}",
         )
-        release.finished_at = now
-        release.skip_reason = str(reason)
-        release.error = f"skipped ({reason}): {detail}"
-        repo.event(
-            at=now,
-            actor=ACTOR,
-            kind="skipped",
-            project=project.name,
-            environment=env.name,
-            release_id=release.id,
-            message=(
-                f"scheduled {rtype} release {release.id} due {due.isoformat()} skipped: "
-                f"{detail}" + _collapsed_text(collapsed)
-            ),
-            data=_event_data(row, due, collapsed, reason=str(reason)),
-        )
-        return FireOutcome("skipped", release.id, due, reason, collapsed), []
+    )
+    repo.event(
+        at=now,
+        actor=ACTOR,
+        kind="skipped",
+        project=project.name,
+        environment=env.name,
+        release_id=release.id,
+        message=(
+            f"scheduled {row.release_type} release {release.id} due {due.isoformat()} "
+            f"skipped: {detail}" + _collapsed_text(collapsed)
+        ),
+        data=_event_data(row, due, collapsed, reason=str(reason)),
+    )
+    return release.id
+
+
+def _record_fire(
+    ctx: Context,
+    repo: Repository,
+    project: ProjectRow,
+    env: EnvironmentRow,
+    row: ScheduleRow,
+    due: datetime,
+    now: datetime,
+    collapsed: int,
+) -> tuple[int, list[Dispatch]]:
+    """Submit the scheduled release as :func:`releases.submit` would, inside the claim."""
     status = ReleaseStatus.PENDING_APPROVAL if env.approval_required else ReleaseStatus.QUEUED
-    release = repo.add_release(_release_row(env, row, rtype, status, due, now, comment))
-    if status is ReleaseStatus.QUEUED:
-        release.queue_seq = repo.next_queue_seq(env)
+    queued = status is ReleaseStatus.QUEUED
+    release = repo.add_release(
+        _release_row(
+            env,
+            row,
+            due,
+            now,
+            status=str(status),
+            queue_seq=repo.next_queue_seq(env) if queued else None,
+        )
+    )
     repo.event(
         at=now,
         actor=ACTOR,
@@ -422,42 +469,33 @@ def _claim_in(
         environment=env.name,
         release_id=release.id,
         message=(
-            f"{rtype} release {release.id} submitted by schedule (due {due.isoformat()}, "
-            f"{status})" + _collapsed_text(collapsed)
+            f"{row.release_type} release {release.id} submitted by schedule "
+            f"(due {due.isoformat()}, {status})" + _collapsed_text(collapsed)
         ),
         data={
-            "type": str(rtype),
+            "type": row.release_type,
             "trigger": str(Trigger.SCHEDULE),
             "targets": [],
             **_event_data(row, due, collapsed),
         },
     )
-    s.flush()
-    dispatches: list[Dispatch] = []
-    if status is ReleaseStatus.QUEUED:
-        _, dispatches = decide_and_mark(ctx, repo, project, env, now)
-    return FireOutcome("fired", release.id, due, None, collapsed), dispatches
+    if not queued:
+        return release.id, []
+    _, dispatches = decide_and_mark(ctx, repo, project, env, now)
+    return release.id, dispatches
 
 
 def _release_row(
-    env: EnvironmentRow,
-    schedule: ScheduleRow,
-    rtype: ReleaseType,
-    status: ReleaseStatus,
-    due: datetime,
-    now: datetime,
-    comment: str,
+    env: EnvironmentRow, schedule: ScheduleRow, due: datetime, now: datetime, **values: Any
 ) -> ReleaseRow:
     return ReleaseRow(
         environment_id=env.id,
-        type=str(rtype),
-        status=str(status),
-        queue_seq=None,
+        type=schedule.release_type,
         refresh=False,
         force=False,
         allow_destroy=False,
         no_rollback=False,
-        comment=comment,
+        comment=f"schedule every {schedule.every}, due {due.isoformat()}",
         triggered_by=ACTOR,
         trigger=str(Trigger.SCHEDULE),
         targets=[],
@@ -467,6 +505,7 @@ def _release_row(
         dispatch_count=0,
         schedule_id=schedule.id,
         due_at=due,
+        **values,
     )
 
 
@@ -493,12 +532,12 @@ def _skip_reason(
     if hold is not None:
         opening = f"; next opening {hold.next_opening.isoformat()}" if hold.next_opening else ""
         return SkipReason.OUTSIDE_WINDOW, f"outside the availability windows{opening}"
-    busy = [
-        f"release {r.id} {r.status}"
-        for r in repo.active_rows(env)
-        if r.status in (ReleaseStatus.RUNNING, ReleaseStatus.QUEUED)
-    ]
-    if busy:
+    if is_busy(repo, env.id):
+        busy = [
+            f"release {r.id} {r.status}"
+            for r in repo.active_rows(env)
+            if r.status in (ReleaseStatus.RUNNING, ReleaseStatus.QUEUED)
+        ]
         return SkipReason.BUSY, "environment busy: " + ", ".join(busy)
     return None, ""
 

@@ -163,6 +163,7 @@ def test_naive_start_at_is_a_wall_time_in_the_timezone(client: Client) -> None:
         ({"every": "15m", "timezone": "Mars/Olympus"}, "unknown timezone"),
         ({"every": "15m", "type": "selective"}, "cannot run selective"),
         ({"every": "15m", "type": "nightly"}, "unknown release type 'nightly'"),
+        ({"every": "2w", "start_at": "9999-12-25T00:00:00Z"}, "beyond year 9999"),
     ],
 )
 def test_bad_input_is_refused_and_changes_nothing(
