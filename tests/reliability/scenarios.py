@@ -9,6 +9,8 @@ run twice (duplicated), plus scenario-specific checks that must all hold.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import multiprocessing
 import os
 import random
@@ -193,10 +195,8 @@ def redis_restart(tmp: Path, releases: int = 6) -> Outcome:
         stack.wait_status(ids[0], {"running"})
         client = redis.Redis(host="127.0.0.1", port=port)
         client.flushall()
-        try:
+        with contextlib.suppress(redis.ConnectionError):
             client.shutdown(nosave=True)
-        except redis.ConnectionError:
-            pass
         server.wait(timeout=10)
         time.sleep(2)
         server = _start_redis(port)
@@ -269,7 +269,7 @@ def concurrent_submitters(tmp: Path, processes: int, each: int) -> Outcome:
         out.check([r.id for r in started] == [r.id for r in releases],
                   "execution order differs from submission (FIFO) order")
         spans = sorted((r.started_at, r.finished_at) for r in releases if r.started_at)
-        overlaps = sum(1 for a, b in zip(spans, spans[1:]) if b[0] < a[1])
+        overlaps = sum(1 for a, b in itertools.pairwise(spans) if b[0] < a[1])
         out.check(overlaps == 0, f"{overlaps} overlapping releases in a parallel-off environment")
         steps = Counter((r.id, s.resource) for r in releases for s in r.steps)
         out.duplicated = sum(1 for n in steps.values() if n > 1)

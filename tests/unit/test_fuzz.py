@@ -6,6 +6,7 @@ Whatever the input: no traceback, exit code 0 or a documented one, and when the 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
@@ -59,10 +60,8 @@ class Harness:
         for module in ("common", "config", "releases", "processes", "pauses", "schedules",
                        "diagnose", "sync"):
             target = f"release_orchestrator.cli.{module}"
-            try:
+            with contextlib.suppress(AttributeError):
                 monkeypatch.setattr(f"{target}.client", client)
-            except AttributeError:
-                pass
         path = tmp / "good.yaml"
         path.write_text(yaml.safe_dump(GOOD))
         assert self.run("blueprint", "apply", "-f", str(path))[0] == 0
