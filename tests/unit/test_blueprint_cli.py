@@ -126,6 +126,10 @@ BAD = [
      "project: shop\nenvironments:\n  - {name: prod, overrides: {service/x: {a: 1}}}\n",
      "environments[0].overrides.service/x: unknown resource"),
     ("not a mapping", "- a\n- b\n", "a blueprint must be a mapping"),
+    ("valid parts are not applied either",
+     "project: shop\nenvironments:\n  - name: qa\nresources:\n"
+     "  - {type: service, name: a, executor: simulated, depends_on: [service/a]}\n",
+     "dependency cycle"),
 ]
 
 
