@@ -7,6 +7,7 @@ path of the offending key.
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,12 @@ def _check_semantics(bp: BlueprintIn, source: str) -> None:
             )
         seen[res.key] = i
     for i, res in enumerate(bp.resources):
+        for part in ("spec", "options"):
+            _check_json(getattr(res, part), f"{source}: resources[{i}].{part}")
+    for i, env in enumerate(bp.environments):
+        for key, override in env.overrides.items():
+            _check_json(override, f"{source}: environments[{i}].overrides.{key}")
+    for i, res in enumerate(bp.resources):
         try:
             executor = get_executor(res.executor)
         except UnknownExecutor as exc:
@@ -172,6 +179,33 @@ def _check_semantics(bp: BlueprintIn, source: str) -> None:
                 raise BlueprintError(
                     f"{source}: environments[{i}].overrides.{key}: unknown resource '{key}'"
                 )
+
+
+def _check_json(value: Any, where: str) -> None:
+    """Refuse what YAML can express but a JSON column cannot hold the same on every backend.
+
+    Dates and timestamps, sets, binary, non-string keys and NaN/infinity would otherwise
+    reach the database and fail there (or be silently changed), not as a blueprint error.
+    """
+    if value is None or isinstance(value, (bool, int, str)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise BlueprintError(f"{where}: {value} is not a JSON number")
+        return
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_json(item, f"{where}[{i}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise BlueprintError(f"{where}: key {key!r} is not a string (quote it)")
+            _check_json(item, f"{where}.{key}")
+        return
+    raise BlueprintError(
+        f"{where}: a YAML {type(value).__name__} is not a JSON value (quote it to get a string)"
+    )
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

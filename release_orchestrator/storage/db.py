@@ -142,11 +142,15 @@ class Database:
 
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
-        cfg.attributes["engine"] = self._write if not self.is_sqlite else _plain_engine(self.url)
+        engine = self._write if not self.is_sqlite else _plain_engine(self.url)
+        cfg.attributes["engine"] = engine
         try:
             command.upgrade(cfg, revision)
         except SQLAlchemyError as exc:
             raise Unavailable(f"migrating {redact_url(self.url)} failed: {exc}") from exc
+        finally:
+            if engine is not self._write:  # a throwaway engine: close its pooled connection
+                engine.dispose()
 
 
 def _plain_engine(url: str) -> Engine:
