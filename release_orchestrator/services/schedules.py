@@ -419,7 +419,7 @@ def _record_skip(
             status=str(ReleaseStatus.SKIPPED),
             finished_at=now,
             skip_reason=str(reason),
-            error=f"skipped ({reason}): {detail}",
+            error=detail,
         )
     )
     repo.event(
