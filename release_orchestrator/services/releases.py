@@ -7,13 +7,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..domain import Action, Release, ReleaseStatus, ReleaseType, Target, Trigger
+from ..domain.names import env_key
 from ..errors import InvalidRequest, ReleaseFailed, StateLockError
-from ..policy.admission import Code, Reason, conflicts
+from ..policy.admission import Code, Reason, conflicts, decide
 from ..storage.repository import Repository
 from ..storage.tables import ReleaseRow
 from .context import Context
 from .dispatch import decide_and_mark, evaluate, send
 from .explain import explain
+from .snapshot import build_snapshot, lock_infos
 
 _VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -146,6 +148,12 @@ def submit(ctx: Context, req: ReleaseRequest) -> Release:
             decision, dispatches = decide_and_mark(ctx, repo, project, env, now)
             release_id = row.id
             reasons = decision.reasons(release_id)
+            if req.fail_on_conflict and release_id not in decision.start and not reasons:
+                # the dispatcher's snapshot stops at the head of the queue: a release further
+                # back has no reasons there, so ask the policy about the whole queue
+                locks = lock_infos(ctx, env_key(project.name, env.name))
+                snapshot = build_snapshot(repo, project, env, now, locks, full_queue=True)
+                reasons = decide(snapshot).reasons(release_id)
             blocking = conflicts(reasons)
             if req.fail_on_conflict and blocking and release_id not in decision.start:
                 message = conflict_message(blocking)

@@ -1,0 +1,428 @@
+"""Storage contract, releases: ids, queue positions, compare-and-set, fencing, lost workers,
+delete/approve/settings refusals and the audit history — on SQLite and PostgreSQL.
+
+Fixtures and helpers come from ``test_storage`` (see its docstring).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from typing import Any
+
+import pytest
+import test_storage as shared
+from sqlalchemy import select
+from test_storage import (
+    BLUEPRINT,
+    USER,
+    WORKER,
+    Clients,
+    claim,
+    dump,
+    event_rows,
+    release_rows,
+    run_worker,
+)
+
+from release_orchestrator import Client
+from release_orchestrator.domain import ReleaseStatus, SyncStatus
+from release_orchestrator.errors import (
+    InvalidRequest,
+    NotFound,
+    ReleaseFailed,
+    StateLockError,
+)
+from release_orchestrator.services import engine
+from release_orchestrator.storage.repository import Repository
+from release_orchestrator.storage.tables import StepRow
+
+# the backend-parametrized fixtures, shared with the sibling modules
+database_url, clients, client = shared.database_url, shared.clients, shared.client
+
+Q, R, P = ReleaseStatus.QUEUED, ReleaseStatus.RUNNING, ReleaseStatus.PENDING_APPROVAL
+
+
+def sent(client: Client) -> list[int]:
+    """Ids of the releases dispatched since the last call (consumes the transport)."""
+    return [m.release_id for m in client.ctx.transport.take()]  # type: ignore[attr-defined]
+
+
+# -- ids and queue -------------------------------------------------------------------------
+def test_release_ids_are_increasing_integers(client: Client) -> None:
+    client.apply_blueprint_text(
+        "project: blog\nenvironments: [{name: dev}]\n"
+        "resources: [{type: service, name: web, executor: simulated}]\n"
+    )
+    ids = [
+        client.submit("shop", "prod").id,
+        client.submit("blog", "dev").id,
+        client.submit("shop", "staging", "selective", targets=["catalog"]).id,
+        client.submit("shop", "prod").id,
+    ]
+    with pytest.raises(ReleaseFailed) as failed:  # recorded, failed before any step
+        client.submit("shop", "prod", "destroy")
+    assert failed.value.details["release"] is not None
+    ids.append(failed.value.details["release"].id)
+    with pytest.raises(StateLockError) as conflict:
+        client.submit("shop", "prod", fail_on_conflict=True)
+    ids.append(conflict.value.details["release"].id)
+    client.delete([ids[3]])
+    ids.append(client.submit("blog", "dev").id)
+    assert all(type(i) is int for i in ids)
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    history = client.list("shop", "prod") + client.list("blog", "dev")
+    assert sorted(r.id for r in history) == [ids[0], ids[1], ids[3], ids[4], ids[5], ids[6]]
+
+
+def test_launch_of_a_launched_environment_records_nothing(client: Client) -> None:
+    client.submit("shop", "prod", "launch")
+    run_worker(client)
+    assert client.environment("shop", "prod").launched
+    before = dump(client)
+    with pytest.raises(InvalidRequest, match="already launched"):
+        client.submit("shop", "prod", "launch")
+    assert dump(client) == before
+
+
+def _view(releases: list[Any]) -> list[tuple[int, str, int | None]]:
+    return [(r.id, str(r.status), r.position) for r in releases]
+
+
+def test_queue_positions_are_fifo_and_active_orders_running_queued_pending(
+    client: Client, clients: Clients
+) -> None:
+    a = client.submit("shop", "prod").id
+    assert sent(client) == [a]
+    claim(client, a)
+    b = client.submit("shop", "prod").id
+    c = client.submit("shop", "prod", "selective", targets=["payments"]).id
+    client.settings("shop", "prod", approval=True)
+    d = client.submit("shop", "prod").id
+    e = client.submit("shop", "prod").id
+    assert sent(client) == []
+    reader = clients()  # positions are computed from the database, by any process
+    assert _view(reader.active("shop", "prod")) == [
+        (a, "running", None),
+        (b, "queued", 1),
+        (c, "queued", 2),
+        (d, "pending_approval", None),
+        (e, "pending_approval", None),
+    ]
+    assert [reader.get(i).position for i in (a, b, c, d, e)] == [None, 1, 2, None, None]
+
+    client.approve(e)  # joins the queue at its end: FIFO by queue time, not by id
+    assert _view(reader.active("shop", "prod"))[1:] == [
+        (b, "queued", 1),
+        (c, "queued", 2),
+        (e, "queued", 3),
+        (d, "pending_approval", None),
+    ]
+    client.delete([b])
+    assert [reader.get(i).position for i in (b, c, e)] == [None, 1, 2]
+    assert {r.id: r.position for r in reader.list("shop", "prod")} == {
+        a: None,
+        b: None,
+        c: 1,
+        d: None,
+        e: 2,
+    }
+    rows = {r.id: r for r in release_rows(client)}
+    assert rows[a].queue_seq is None  # claimed: off the queue
+    assert rows[c].queue_seq < rows[e].queue_seq  # type: ignore[operator]
+
+
+# -- compare-and-set -----------------------------------------------------------------------
+def test_set_status_refuses_a_transition_from_a_wrong_old_status(client: Client) -> None:
+    a = client.submit("shop", "prod").id
+    before = dump(client)
+    with client.ctx.db.session() as s:
+        repo = Repository(s)
+        assert repo.set_status(a, R, ReleaseStatus.SUCCEEDED, error="x") is False
+        assert repo.set_status(a, [P, R], ReleaseStatus.FAILED, error="x") is False
+        assert repo.set_status(a + 1000, Q, R) is False
+    assert dump(client) == before
+    with client.ctx.db.session() as s:
+        repo = Repository(s)
+        assert repo.set_status(a, [P, Q], R, worker="w") is True
+        assert repo.set_status(a, Q, R, worker="other") is False
+    [row] = release_rows(client)
+    assert (row.status, row.worker) == ("running", "w")
+
+
+def test_second_execution_of_a_release_is_a_no_op(client: Client) -> None:
+    a = client.submit("shop", "prod").id
+    [(_, outcome)] = run_worker(client)
+    assert outcome == "succeeded"
+    with client.ctx.db.session(write=False) as s:
+        steps = len(Repository(s).steps(a))
+    assert steps == 3
+    before = dump(client)
+    again = engine.execute(client.ctx, a, "worker-2")  # the message delivered twice
+    assert again.startswith("skipped")
+    assert dump(client) == before
+    assert sent(client) == []
+
+    # a queued release that was never dispatched is not run either
+    b = client.submit("shop", "prod").id
+    claim(client, b)
+    c = client.submit("shop", "prod").id
+    before = dump(client)
+    assert engine.execute(client.ctx, c, WORKER).startswith("skipped")
+    assert dump(client) == before
+
+
+def test_fenced_update_with_a_stale_token_writes_nothing(client: Client) -> None:
+    a = client.submit("shop", "prod").id
+    claim(client, a, token=7)
+    later = client.ctx.clock.now().replace(year=2030)
+    before = dump(client)
+    with client.ctx.db.session() as s:
+        repo = Repository(s)
+        assert repo.fenced_update(a, 6) is False
+        assert repo.fenced_update(a, 6, heartbeat_at=later, error="stale") is False
+        assert repo.fenced_update(a, 8, status="succeeded") is False
+    assert dump(client) == before
+    with client.ctx.db.session() as s:
+        repo = Repository(s)
+        assert repo.fenced_update(a, 7) is True
+        assert repo.fenced_update(a, 7, heartbeat_at=later) is True
+        assert repo.fenced_update(a, 7, status="succeeded", finished_at=later) is True
+    with client.ctx.db.session() as s:  # no longer running: even the right token is refused
+        assert Repository(s).fenced_update(a, 7, error="late") is False
+    [row] = release_rows(client)
+    assert (row.status, row.heartbeat_at, row.error) == ("succeeded", later, None)
+
+
+LOST_BLUEPRINT = """
+project: lost
+environments: [{name: prod}]
+resources:
+  - {type: database, name: db, executor: simulated, spec: {v: 1}}
+  - type: service
+    name: slow
+    executor: simulated
+    options: {duration: 1.0}
+    spec: {v: 1}
+    depends_on: [database/db]
+"""
+
+
+def test_fail_lost_release_fails_it_and_fences_the_lost_worker_out(client: Client) -> None:
+    client.apply_blueprint_text(LOST_BLUEPRINT)
+    a = client.submit("lost", "prod").id
+    assert sent(client) == [a]
+    outcome: list[str] = []
+    worker = threading.Thread(
+        target=lambda: outcome.append(engine.execute(client.ctx, a, WORKER)), daemon=True
+    )
+    worker.start()
+    deadline = time.monotonic() + 30
+    while True:  # wait until the slow step is in flight
+        with client.ctx.db.session(write=False) as s:
+            running = s.scalar(
+                select(StepRow.resource).where(StepRow.release_id == a, StepRow.status == "running")
+            )
+        if running == "service/slow":
+            break
+        assert time.monotonic() < deadline and worker.is_alive(), "the slow step never started"
+        time.sleep(0.02)
+    now = client.ctx.clock.now()
+    assert engine.fail_lost_release(client.ctx, a, now) is True
+    assert engine.fail_lost_release(client.ctx, a, now) is False  # compare-and-set: once
+    worker.join(30)
+    assert not worker.is_alive()
+    assert outcome[0].startswith("lease lost")
+
+    release = client.get(a)
+    assert release.status is ReleaseStatus.FAILED and release.finished_at == now
+    assert release.error is not None and "worker lost" in release.error
+    assert WORKER in release.error
+    assert [(s.resource, str(s.status), s.error) for s in release.steps] == [
+        ("database/db", "succeeded", None),
+        ("service/slow", "failed", "worker lost"),  # the lost worker's late write was refused
+    ]
+    status = {r.resource: r for r in client.resources("lost", "prod")}
+    assert status["service/slow"].sync is SyncStatus.UNKNOWN
+    assert status["service/slow"].applied_spec is None
+    assert status["database/db"].sync is SyncStatus.SYNCED
+    events = [e for e in event_rows(client) if e[6] == a]
+    assert [(e[3], e[2]) for e in events] == [
+        ("submitted", USER),
+        ("started", WORKER),
+        ("failed", "relo"),
+    ]
+    assert "worker lost" in events[-1][7]
+
+
+def test_fail_on_conflict_behind_a_waiting_release_fails_at_once(client: Client) -> None:
+    a = client.submit("shop", "prod").id  # dispatched
+    b = client.submit("shop", "prod").id  # waits behind a
+    with pytest.raises(StateLockError, match=rf"release {a} on .*release {b} on") as err:
+        client.submit("shop", "prod", fail_on_conflict=True)
+    c = err.value.details["release"]
+    assert (c.status, c.position) == (ReleaseStatus.FAILED, None)
+    assert c.error.startswith("state lock conflict")
+    assert _view(client.active("shop", "prod")) == [(a, "queued", 1), (b, "queued", 2)]
+    assert [e[3] for e in event_rows(client) if e[6] == c.id] == ["submitted", "failed"]
+
+
+# -- delete, approve, settings ---------------------------------------------------------------
+def test_delete_is_all_or_nothing(client: Client, clients: Clients) -> None:
+    a = client.submit("shop", "prod").id
+    claim(client, a)
+    b = client.submit("shop", "prod").id
+    c = client.submit("shop", "prod").id
+    with pytest.raises(ReleaseFailed) as failed:
+        client.submit("shop", "prod", "destroy")
+    f = failed.value.details["release"].id
+    before = dump(client)
+    with pytest.raises(InvalidRequest, match=rf"release {a} is running"):
+        client.delete([b, a, c])
+    assert dump(client) == before
+    with pytest.raises(InvalidRequest, match=rf"release {f} is failed"):
+        client.delete([b, c, f])
+    assert dump(client) == before
+    with pytest.raises(NotFound, match="unknown release id 9999"):
+        client.delete([b, 9999])
+    assert dump(client) == before
+
+    bob = clients("bob")
+    now = clients.clock.advance(5)
+    assert bob.delete([c, b, c]) == [c, b]
+    rows = {r.id: r for r in release_rows(client)}
+    assert (rows[b].status, rows[c].status, rows[b].finished_at) == ("cancelled", "cancelled", now)
+    assert rows[a].status == "running"
+    cancelled = [e for e in event_rows(client) if e[3] == "cancelled"]
+    assert [(e[6], e[2], e[1]) for e in cancelled] == [(c, "bob", now), (b, "bob", now)]
+    before = dump(client)
+    with pytest.raises(InvalidRequest, match=rf"release {b} is cancelled"):
+        client.delete([b])
+    assert dump(client) == before
+
+
+def test_deleting_the_head_of_the_queue_starts_the_next_at_once(client: Client) -> None:
+    a = client.submit("shop", "prod").id
+    b = client.submit("shop", "prod").id
+    assert sent(client) == [a]
+    client.delete([a])
+    assert sent(client) == [b]
+
+
+def test_delete_all_queued_takes_pending_too_and_leaves_running(client: Client) -> None:
+    a = client.submit("shop", "prod").id
+    claim(client, a)
+    b = client.submit("shop", "prod").id
+    client.settings("shop", "prod", approval=True)
+    c = client.submit("shop", "prod").id
+    other = client.submit("shop", "staging").id
+    assert client.delete(all_queued=("shop", "prod")) == [b, c]
+    assert [(r.id, str(r.status)) for r in client.active("shop", "prod")] == [(a, "running")]
+    assert [r.id for r in client.active("shop", "staging")] == [other]
+
+
+def test_approve_and_reject_only_from_pending_approval(client: Client) -> None:
+    client.settings("shop", "prod", approval=True)
+    a = client.submit("shop", "prod").id
+    b = client.submit("shop", "prod").id
+    assert client.get(a).status is P and sent(client) == []
+    approved = client.approve(a)
+    assert approved.status is Q and approved.position == 1
+    assert sent(client) == [a]
+    before = dump(client)
+    for refused in (lambda: client.approve(a), lambda: client.reject(a)):
+        with pytest.raises(InvalidRequest, match=rf"release {a} is queued, not pending_approval"):
+            refused()
+        assert dump(client) == before
+    assert client.reject(b).status is ReleaseStatus.REJECTED
+    before = dump(client)
+    with pytest.raises(InvalidRequest, match="rejected, not pending_approval"):
+        client.approve(b)
+    with pytest.raises(NotFound):
+        client.approve(b + 100)
+    assert dump(client) == before
+    assert engine.execute(client.ctx, a, WORKER) == "succeeded"
+    before = dump(client)
+    with pytest.raises(InvalidRequest, match="succeeded, not pending_approval"):
+        client.reject(a)
+    assert dump(client) == before
+
+
+def test_settings_refuse_max_parallel_below_one(client: Client) -> None:
+    before = dump(client)
+    for bad in (0, -1):
+        with pytest.raises(InvalidRequest, match="--max-parallel must be an integer >= 1"):
+            client.settings("shop", "prod", max_parallel=bad, parallel=True)
+        assert dump(client) == before
+    shown = client.settings("shop", "prod")  # show only: no change, no event
+    assert (shown.parallel_releases, shown.max_parallel_releases) == (False, 10)
+    assert dump(client) == before
+    changed = client.settings("shop", "prod", parallel=True, max_parallel=3)
+    assert (changed.parallel_releases, changed.max_parallel_releases) == (True, 3)
+    [event] = [e for e in event_rows(client) if e[3] == "settings_changed"]
+    assert event[8] == {
+        "parallel_releases": {"from": False, "to": True},
+        "max_parallel_releases": {"from": 10, "to": 3},
+    }
+
+
+# -- the audit history -----------------------------------------------------------------------
+def test_every_state_change_appends_an_ordered_event(clients: Clients) -> None:
+    c = clients()
+    bob = clients("bob")
+    clock = clients.clock
+    history: list[tuple[Any, ...]] = []
+
+    def step(action: Any) -> list[tuple[str, str, int | None]]:
+        """Run ``action`` one minute later; return (kind, actor, release) of its events."""
+        clock.advance(60)
+        with contextlib.suppress(ReleaseFailed, InvalidRequest):
+            action()
+        rows = event_rows(c)
+        assert rows[: len(history)] == history  # append-only: nothing earlier changed
+        new = rows[len(history) :]
+        history.extend(new)
+        for e in new:
+            assert e[1] == clock.now() and e[7]  # when and what
+        return [(e[3], e[2], e[6]) for e in new]
+
+    assert step(lambda: c.apply_blueprint_text(BLUEPRINT)) == [("blueprint_applied", USER, None)]
+    assert step(lambda: c.set_resource("shop", "prod", "catalog", ["x=1"])) == [
+        ("resource_set", USER, None)
+    ]
+    assert step(lambda: c.settings("shop", "prod", max_parallel=0)) == []
+    assert step(lambda: c.settings("shop", "prod", max_parallel=4)) == [
+        ("settings_changed", USER, None)
+    ]
+    ids: list[int] = []
+    assert step(lambda: ids.append(c.submit("shop", "prod").id)) == [("submitted", USER, ids[-1])]
+    a = ids[-1]
+    assert step(lambda: run_worker(c)) == [("started", WORKER, a), ("succeeded", WORKER, a)]
+    assert step(lambda: ids.append(c.submit("shop", "prod").id)) == [("submitted", USER, ids[-1])]
+    assert step(lambda: ids.append(c.submit("shop", "prod").id)) == [("submitted", USER, ids[-1])]
+    b, d = ids[-2:]
+    assert step(lambda: bob.delete([d])) == [("cancelled", "bob", d)]
+    assert step(lambda: bob.delete([d])) == []  # refused: nothing recorded
+    assert step(lambda: run_worker(c)) == [("started", WORKER, b), ("succeeded", WORKER, b)]
+    assert step(lambda: c.settings("shop", "prod", approval=True)) == [
+        ("settings_changed", USER, None)
+    ]
+    assert step(lambda: ids.append(c.submit("shop", "prod").id)) == [("submitted", USER, ids[-1])]
+    assert step(lambda: bob.reject(ids[-1])) == [("rejected", "bob", ids[-1])]
+    assert step(lambda: ids.append(c.submit("shop", "prod").id)) == [("submitted", USER, ids[-1])]
+    e = ids[-1]
+    assert step(lambda: bob.approve(e)) == [("approved", "bob", e)]
+    assert step(lambda: run_worker(c)) == [("started", WORKER, e), ("succeeded", WORKER, e)]
+    assert step(lambda: c.submit("shop", "prod", "destroy")) == [
+        ("submitted", USER, e + 1),
+        ("failed", "relo", e + 1),
+    ]
+
+    assert [h[0] for h in history] == sorted({h[0] for h in history})  # ids strictly increase
+    assert [h[1] for h in history] == sorted(h[1] for h in history)  # times never go back
+    release_events = [h for h in history if h[6] is not None]
+    assert {(h[4], h[5]) for h in release_events} == {("shop", "prod")}
+    listed = bob.events("shop", "prod", limit=100)  # newest first
+    assert [ev.id for ev in listed] == [h[0] for h in reversed(history) if h[5] == "prod"]
+    assert [ev.id for ev in bob.events("shop", limit=3)] == [h[0] for h in history[::-1][:3]]
