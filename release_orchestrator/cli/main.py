@@ -43,6 +43,7 @@ for _module in (pauses, schedules, diagnose, sync):
 
 
 def _error(message: str, code: int) -> int:
+    message = " ".join(message.split())  # one line, whatever the driver's message looked like
     sys.stderr.write(f"relo: error: {message}\n")
     sys.stderr.flush()
     return code
