@@ -69,8 +69,8 @@ def tick(c: Client) -> dict[str, int]:
     return schedules.tick(c.ctx)
 
 
-def scheduled(c: Client, env: str = "staging") -> list[ReleaseRow]:
-    """Every release recorded by the schedule of ``shop/env``, oldest first."""
+def scheduled(c: Client) -> list[ReleaseRow]:
+    """Every release recorded by a schedule (fired or skipped), oldest first."""
     with c.ctx.db.session(write=False) as s:
         return list(
             s.scalars(
