@@ -77,11 +77,13 @@ def targets(release: Release, key: str) -> bool:
     return any(t.resource == key for t in release.targets)
 
 
-def uncertain(status: ResourceStatus) -> bool:
-    """``Unknown`` because a rollback failed or a worker was lost (not "never applied")."""
-    return status.sync is SyncStatus.UNKNOWN and status.health not in (
-        Health.MISSING,
-        Health.PROGRESSING,
+def uncertain(status: ResourceStatus, flagged: set[str]) -> bool:
+    """``Unknown`` because a rollback failed or a worker was lost (``flagged``), not merely
+    never applied; not while a running release acts on it (it settles the state)."""
+    return (
+        status.resource in flagged
+        and status.sync is SyncStatus.UNKNOWN
+        and status.health is not Health.PROGRESSING
     )
 
 
@@ -97,6 +99,8 @@ class Observation:
     decision: Decision
     #: Resource statuses by ``TYPE/NAME``, in project order.
     statuses: dict[str, ResourceStatus]
+    #: Resources flagged Unknown by a failed rollback or a lost worker.
+    flagged: set[str]
     #: Running (with steps), queued (FIFO, with position) and pending-approval releases.
     active: list[Release]
     #: Queued releases already sent to the workers, and when.
@@ -150,6 +154,7 @@ def observe(
         keys = resolve_apps(repo, prow, apps)
         snapshot = build_snapshot(repo, prow, env, now, locks, full_queue=True)
         statuses = {r.resource: r for r in repo.resource_statuses(prow, env)}
+        flagged = repo.uncertain_resources(prow, env)
         active = [
             repo.release(r.id) if r.status is ReleaseStatus.RUNNING else r
             for r in repo.active(prow, env)
@@ -166,7 +171,8 @@ def observe(
         wanted = {
             st.last_release_id
             for st in statuses.values()
-            if st.last_release_id is not None and (uncertain(st) or st.health is Health.DEGRADED)
+            if st.last_release_id is not None
+            and (uncertain(st, flagged) or st.health is Health.DEGRADED)
         }
         last_releases = {i: repo.release(i, with_steps=False) for i in sorted(wanted)}
     obs = Observation(
@@ -176,6 +182,7 @@ def observe(
         snapshot=snapshot,
         decision=decide(snapshot),
         statuses=statuses,
+        flagged=flagged,
         active=active,
         dispatched=dispatched,
         locks_error=locks_error,
@@ -374,7 +381,7 @@ def _finished(obs: Observation, release: Release) -> list[Finding | None]:
         out.extend(
             _unknown(obs, st)
             for st in obs.statuses.values()
-            if uncertain(st) and st.last_release_id == release.id
+            if uncertain(st, obs.flagged) and st.last_release_id == release.id
         )
     out.append(_in_sync_release(obs, release))
     return out
@@ -487,7 +494,7 @@ def environment_findings(obs: Observation) -> list[Finding | None]:
                 )
             )
         out.append(_in_sync_release(obs, release))
-    out.extend(_unknown(obs, st) for st in obs.statuses.values() if uncertain(st))
+    out.extend(_unknown(obs, st) for st in obs.statuses.values() if uncertain(st, obs.flagged))
     if obs.skipped_busy:
         out.append(_skipped_busy(obs, obs.skipped_busy, obs.skipped_busy_total))
     return out
@@ -506,7 +513,7 @@ def app_findings(obs: Observation) -> list[Finding | None]:
     for key in obs.apps:
         st = obs.statuses[key]
         idle = not any(targets(r, key) for r in obs.active)
-        if uncertain(st):
+        if uncertain(st, obs.flagged):
             out.append(_unknown(obs, st))
         elif idle and st.health is Health.DEGRADED:
             last = obs.last_releases.get(st.last_release_id or -1)

@@ -532,3 +532,18 @@ class Repository:
             )
             or 0
         )
+
+    def uncertain_resources(self, project: ProjectRow, env: EnvironmentRow) -> set[str]:
+        """``TYPE/NAME`` of resources whose state is Unknown because a rollback failed or a
+        worker was lost (not merely never applied); a refresh or apply clears it."""
+        rows = self.s.execute(
+            select(ResourceRow.rtype, ResourceRow.name)
+            .join(ResourceStateRow, ResourceStateRow.resource_id == ResourceRow.id)
+            .where(
+                ResourceStateRow.environment_id == env.id,
+                ResourceStateRow.unknown.is_(True),
+                ResourceRow.project_id == project.id,
+                ResourceRow.removed.is_(False),
+            )
+        )
+        return {resource_key(rtype, name) for rtype, name in rows}
