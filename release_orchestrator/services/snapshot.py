@@ -161,5 +161,6 @@ def _queue_prefix(
 
 
 def is_busy(repo: Repository, env_id: int) -> bool:
-    """Any release queued or running (a due schedule is skipped as ``busy``)."""
+    """Any release running, queued or waiting for approval (a due schedule is skipped as
+    ``busy``; counting pending approvals keeps scheduled releases from piling up unapproved)."""
     return repo.count_active(env_id) > 0

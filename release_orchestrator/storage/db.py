@@ -64,6 +64,8 @@ class Database:
         self._read_sessions = sessionmaker(self._read, expire_on_commit=False)
         self._schema_ok = False
         self._schema_lock = threading.Lock()
+        path = sqlite_path(url)
+        self._lock_path = f"{path}.write.lock" if path else None
 
     @property
     def is_sqlite(self) -> bool:
@@ -81,12 +83,31 @@ class Database:
         self.ensure_schema()
         factory = self._write_sessions if write else self._read_sessions
         try:
-            with factory() as s, s.begin():
+            with self._writer_turn(write), factory() as s, s.begin():
                 yield s
         except OperationalError as exc:
             raise Unavailable(
                 f"database {redact_url(self.url)} is not answering: {exc.orig}"
             ) from exc
+
+    @contextmanager
+    def _writer_turn(self, write: bool) -> Iterator[None]:
+        """On a SQLite file, writers across processes take turns on a file lock.
+
+        SQLite's busy handler polls with back-off, so under heavy contention (dozens of
+        processes submitting into one database) a writer can lose the race for longer than any
+        busy timeout and fail with "database is locked". A blocking ``flock`` queues writers
+        in the kernel instead; ``BEGIN IMMEDIATE`` then never has to wait on another writer.
+        """
+        if not write or self._lock_path is None:
+            yield
+            return
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
 
     # -- schema ------------------------------------------------------------------------
     def current_revision(self) -> str | None:

@@ -350,7 +350,7 @@ class Repository:
                 .select_from(ReleaseRow)
                 .where(
                     ReleaseRow.environment_id == env_id,
-                    ReleaseRow.status.in_((ReleaseStatus.QUEUED, ReleaseStatus.RUNNING)),
+                    ReleaseRow.status.in_(ACTIVE),
                 )
             )
             or 0
