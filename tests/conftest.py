@@ -19,7 +19,11 @@ ROOT = Path(__file__).resolve().parent.parent
 REDIS_HOST = "127.0.0.1"
 REDIS_PORT = 6379
 #: Redis database the integration tests own (flushed before each test).
-REDIS_DB = int(os.environ.get("RELO_TEST_REDIS_DB", "11"))
+#: With pytest-xdist each worker process gets its own database (gw0 → 11, gw1 → 12, ...).
+_XDIST = os.environ.get("PYTEST_XDIST_WORKER", "")
+REDIS_DB = int(os.environ.get("RELO_TEST_REDIS_DB", "11")) + (
+    int(_XDIST[2:]) if _XDIST.startswith("gw") else 0
+)
 PG_ADMIN_URL = os.environ.get("RELO_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
