@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from ..domain import Hold
 from ..domain.names import env_key
 from ..policy.admission import Decision, decide
@@ -22,11 +24,20 @@ def decision_for(ctx: Context, project: str, environment: str) -> Decision:
     return decide(snapshot)
 
 
-def explain(ctx: Context, project: str, environment: str) -> dict[int, list[Hold]]:
-    """For each waiting release, what holds it (SPEC §4: shown by ``release active``)."""
+def explain(
+    ctx: Context, project: str, environment: str, only: Collection[int] | None = None
+) -> dict[int, list[Hold]]:
+    """For each waiting release (or each of ``only``), what holds it (SPEC §4).
+
+    With parallel off the n-th queued release waits behind every earlier one, so rendering
+    every release's holds is quadratic in the queue length: ``only`` renders just those asked
+    for (``release show`` and ``submit`` need one).
+    """
     decision = decision_for(ctx, project, environment)
     out: dict[int, list[Hold]] = {}
     for release_id, reasons in decision.held.items():
+        if only is not None and release_id not in only:
+            continue
         holds = []
         for reason in reasons:
             f = finding_of(reason, project, environment, release_id)

@@ -207,7 +207,7 @@ def get(ctx: Context, release_id: int, *, with_steps: bool = True) -> Release:
     with ctx.db.session(write=False) as s:
         release = Repository(s).release(release_id, with_steps=with_steps)
     if release.status in (ReleaseStatus.QUEUED, ReleaseStatus.PENDING_APPROVAL):
-        holds = explain(ctx, release.project, release.environment)
+        holds = explain(ctx, release.project, release.environment, only={release.id})
         release = release.model_copy(update={"held": holds.get(release.id, [])})
     return release
 
