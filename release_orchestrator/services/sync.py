@@ -96,6 +96,8 @@ class _Tracker:
 class _Poll:
     progress: list[AppProgress]
     ended: list[Release]
+    #: The last release of each Degraded app with nothing in flight for it.
+    degraded_by: dict[str, Release] = field(default_factory=dict)
 
 
 def _poll(
@@ -108,6 +110,14 @@ def _poll(
         active = repo.active(prow, env)
         active_ids = {r.id for r in active}
         ended = [repo.release(rid, with_steps=False) for rid in tracker.pending(active_ids)]
+        degraded_by = {
+            k: repo.release(st.last_release_id, with_steps=False)
+            for k, st in statuses.items()
+            if k in keys
+            and st.health is Health.DEGRADED
+            and st.last_release_id is not None
+            and not any(targets(r, k) for r in active)
+        }
     for release in ended:
         tracker.watch(release)
     involved = [r for r in active if any(targets(r, k) for k in keys)]
@@ -135,7 +145,11 @@ def _poll(
                 ready=not mine and st.sync is SyncStatus.SYNCED and st.health is Health.HEALTHY,
             )
         )
-    return _Poll(progress=progress, ended=[r for r in ended if r.status.is_final])
+    return _Poll(
+        progress=progress,
+        ended=[r for r in ended if r.status.is_final],
+        degraded_by=degraded_by,
+    )
 
 
 def _failure(poll: _Poll, keys: Sequence[str]) -> tuple[str, int | None] | None:
@@ -151,7 +165,14 @@ def _failure(poll: _Poll, keys: Sequence[str]) -> tuple[str, int | None] | None:
             )
     for p in poll.progress:
         if p.release_id is None and p.health is Health.DEGRADED:
-            return f"{p.app} is Degraded and no release targets it", None
+            last = poll.degraded_by.get(p.app)
+            if last is None:
+                return f"{p.app} is Degraded and no release targets it", None
+            return (
+                f"{p.app} is Degraded: release {last.id} {last.status}"
+                + (f": {last.error}" if last.error else ""),
+                last.id,
+            )
     for release in poll.ended:
         if release.status not in ABANDONED_STATUSES:
             continue
