@@ -296,7 +296,8 @@ def test_concurrent_ensure_schema_on_a_fresh_database(clients: Clients, tmp_path
     try:
         for proc in procs:
             assert proc.stdout is not None
-            assert proc.stdout.readline().strip() == "ready", proc.stderr
+            if proc.stdout.readline().strip() != "ready":
+                raise AssertionError(proc.communicate(timeout=30)[1])
         databases = [clients.database() for _ in range(3)]
         for db in databases:
             assert db.current_revision() is None

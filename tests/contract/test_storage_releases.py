@@ -203,13 +203,29 @@ resources:
   - type: service
     name: slow
     executor: simulated
-    options: {duration: 1.0}
     spec: {v: 1}
     depends_on: [database/db]
 """
 
 
-def test_fail_lost_release_fails_it_and_fences_the_lost_worker_out(client: Client) -> None:
+class _Gated:
+    """An executor that holds ``service/slow`` in flight until the gate opens."""
+
+    def __init__(self, inner: Any, gate: threading.Event) -> None:
+        self.inner, self.gate = inner, gate
+
+    def run(self, ctx: Any) -> Any:
+        if ctx.resource_name == "slow":
+            assert self.gate.wait(60)
+        return self.inner.run(ctx)
+
+
+def test_fail_lost_release_fails_it_and_fences_the_lost_worker_out(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = threading.Event()
+    real = engine.get_executor
+    monkeypatch.setattr(engine, "get_executor", lambda name: _Gated(real(name), gate))
     client.apply_blueprint_text(LOST_BLUEPRINT)
     a = client.submit("lost", "prod").id
     assert sent(client) == [a]
@@ -231,6 +247,7 @@ def test_fail_lost_release_fails_it_and_fences_the_lost_worker_out(client: Clien
     now = client.ctx.clock.now()
     assert engine.fail_lost_release(client.ctx, a, now) is True
     assert engine.fail_lost_release(client.ctx, a, now) is False  # compare-and-set: once
+    gate.set()  # the lost worker comes back and tries to record its step
     worker.join(30)
     assert not worker.is_alive()
     assert outcome[0].startswith("lease lost")
