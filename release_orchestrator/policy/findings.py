@@ -18,11 +18,10 @@ from .admission import ENVIRONMENT, Code, Decision, Reason, Snapshot
 
 def _when(value: object) -> str:
     if isinstance(value, datetime):
-        return (
-            value.strftime("%Y-%m-%d %H:%M:%S UTC")
-            if value.utcoffset() is not None and value.utcoffset().total_seconds() == 0
-            else value.isoformat()
-        )  # type: ignore[union-attr]
+        offset = value.utcoffset()
+        if offset is not None and offset.total_seconds() == 0:
+            return value.strftime("%Y-%m-%d %H:%M:%S UTC")
+        return value.isoformat()
     return str(value)
 
 

@@ -171,7 +171,7 @@ def test_wait_timeout_carries_the_findings(rig: Rig) -> None:
 
 
 def test_wait_bad_input(rig: Rig) -> None:
-    with pytest.raises(NotFound, match="existing: .*service/web"):
+    with pytest.raises(NotFound, match=r"existing: .*service/web"):
         rig.wait("nope")
     with pytest.raises(InvalidRequest, match="--interval"):
         rig.wait("web", interval=0)
