@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     flower_basic_auth: str | None = None
     flower_port: int = 5555
     web_port: int = 8000
+    #: Tokens of the web app's JSON API, comma-separated; ``NAME:TOKEN`` records NAME as who
+    #: acted. None configured: the API answers 401 and the pages are open (local use only).
     api_tokens: str | None = None
 
     @field_validator("database_url")
@@ -59,6 +61,17 @@ class Settings(BaseSettings):
         """The lease TTL in milliseconds."""
         return int(self.lock_ttl * 1000)
 
+    @field_validator("api_tokens")
+    @classmethod
+    def _token_items(cls, value: str | None) -> str | None:
+        parse_api_tokens(value)  # a malformed item fails at start-up, not at the first call
+        return value
+
+    @property
+    def api_token_list(self) -> list[tuple[str | None, str]]:
+        """``RELO_API_TOKENS`` parsed: ``(name, token)`` pairs (see :func:`parse_api_tokens`)."""
+        return parse_api_tokens(self.api_tokens)
+
     def actor(self) -> str:
         """Who acts: ``RELO_USER``, else the OS user."""
         if self.user:
@@ -69,6 +82,28 @@ class Settings(BaseSettings):
             return getpass.getuser()
         except Exception:  # no passwd entry in some containers
             return os.environ.get("USER", "unknown")
+
+
+def parse_api_tokens(value: str | None) -> list[tuple[str | None, str]]:
+    """Comma-separated API tokens as ``(name, token)`` pairs; name None for a bare token.
+
+    Items are stripped and empty items ignored. ``NAME:TOKEN`` names a token (NAME is
+    recorded as who acted through it); a bare token therefore cannot contain ``:``.
+    Raises ValueError (without echoing any token) for an item with an empty name or token.
+    """
+    out: list[tuple[str | None, str]] = []
+    for number, item in enumerate((value or "").split(","), start=1):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, token = item.partition(":")
+        if not sep:
+            out.append((None, item))
+        elif name.strip() and token.strip():
+            out.append((name.strip(), token.strip()))
+        else:
+            raise ValueError(f"item {number} must be TOKEN or NAME:TOKEN, both non-empty")
+    return out
 
 
 def redact_url(url: str) -> str:

@@ -15,7 +15,7 @@ try:  # Typer >= 0.20 vendors its own copy of Click
 except ImportError:  # pragma: no cover - older Typer on real Click
     from click import exceptions as click  # type: ignore[no-redef]
 
-from . import config, diagnose, pauses, processes, releases, schedules, sync
+from . import config, diagnose, pauses, processes, releases, schedules, sync, web
 
 app = typer.Typer(
     name="relo",
@@ -36,7 +36,7 @@ app.command("worker")(processes.worker)
 app.command("beat")(processes.beat)
 app.command("flower")(processes.flower)
 app.command("up")(processes.up)
-for _module in (pauses, schedules, diagnose, sync):
+for _module in (pauses, schedules, diagnose, sync, web):
     _register = getattr(_module, "register", None)
     if _register is not None:
         _register(app)
