@@ -131,7 +131,7 @@ class Database:
             if self.current_revision() != HEAD_REVISION:
                 with self._migration_lock():
                     if self.current_revision() != HEAD_REVISION:
-                        self.upgrade()
+                        self._upgrade("head")
             self._schema_ok = True
 
     @contextmanager
@@ -157,7 +157,17 @@ class Database:
                 conn.commit()
 
     def upgrade(self, revision: str = "head") -> None:
-        """Run Alembic migrations up to ``revision``."""
+        """Run Alembic migrations up to ``revision`` (``relo db upgrade``).
+
+        Under the migration lock, like :meth:`ensure_schema`: two migrations of one database
+        at once fail ("table already exists") or deadlock, and Alembic's command API is not
+        thread-safe either.
+        """
+        with self._migration_lock():
+            self._upgrade(revision)
+
+    def _upgrade(self, revision: str) -> None:
+        """Run Alembic migrations up to ``revision``; the caller holds the migration lock."""
         from alembic import command
         from alembic.config import Config
 

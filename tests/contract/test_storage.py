@@ -261,9 +261,9 @@ def test_upgrade_is_idempotent_and_keeps_data(
 
     # another process on a database at head does not migrate at all
     def no_upgrade(self: Database, revision: str = "head") -> None:
-        raise AssertionError("upgrade called on a database already at head")
+        raise AssertionError("migration run on a database already at head")
 
-    monkeypatch.setattr(Database, "upgrade", no_upgrade)
+    monkeypatch.setattr(Database, "_upgrade", no_upgrade)
     other = clients()
     assert [r.comment for r in other.list("shop", "prod")] == ["before upgrade"]
 
@@ -282,7 +282,8 @@ print("migrated", flush=True)
 
 
 def test_concurrent_ensure_schema_on_a_fresh_database(clients: Clients, tmp_path: Path) -> None:
-    """Two processes and three threads migrate one fresh database at the same moment."""
+    """Two processes, two threads and an explicit ``upgrade()`` (``relo db upgrade``) migrate
+    one fresh database at the same moment: the migration lock serializes them all."""
     go = tmp_path / "go"
     procs = [
         subprocess.Popen(
@@ -305,7 +306,10 @@ def test_concurrent_ensure_schema_on_a_fresh_database(clients: Clients, tmp_path
         def migrate(i: int) -> str | None:
             if i == 0:
                 go.touch()
-            databases[i].ensure_schema()
+            if i == 2:  # what `relo db upgrade` does
+                databases[i].upgrade()
+            else:
+                databases[i].ensure_schema()
             return databases[i].current_revision()
 
         assert in_threads(3, migrate) == [HEAD_REVISION] * 3
