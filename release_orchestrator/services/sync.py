@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from ..domain import Health, Release, ReleaseStatus, ReleaseType, SyncStatus, Target, Trigger
 from ..domain.models import AppProgress, WaitResult
-from ..errors import InvalidRequest, ReleaseFailed, WaitTimeout
+from ..errors import InvalidRequest, ReleaseFailed, Unavailable, WaitTimeout
 from ..storage.repository import Repository
 from . import releases
 from .context import Context
@@ -214,7 +214,9 @@ def wait(
     :class:`ReleaseFailed` (a release targeting an app ended failed / rolled_back /
     rollback_failed, was cancelled or rejected leaving an app behind, or an app is Degraded
     with nothing in flight) and :class:`WaitTimeout` after ``timeout`` seconds (its
-    ``findings`` detail says what blocks); both carry the final ``result``.
+    ``findings`` detail says what blocks); both carry the final ``result``. While the
+    database or Redis does not answer it keeps trying, until the timeout
+    (:class:`Unavailable` then).
     """
     if interval <= 0:
         raise InvalidRequest(f"--interval must be a positive number of seconds, got {interval}")
@@ -251,7 +253,14 @@ def wait(
 
     last: list[AppProgress] | None = None
     while True:
-        poll = _poll(ctx, project, environment, keys, tracker)
+        try:
+            poll = _poll(ctx, project, environment, keys, tracker)
+        except Unavailable:
+            # a database/Redis blip must not fail a long CI wait: retry until the timeout
+            if timeout is not None and clock() - start >= timeout:
+                raise
+            sleep(interval)
+            continue
         if poll.progress != last:
             last = poll.progress
             if on_change is not None:

@@ -177,3 +177,22 @@ def test_wait_bad_input(rig: Rig) -> None:
         rig.wait("web", interval=0)
     with pytest.raises(InvalidRequest, match="--timeout"):
         rig.wait("web", timeout=-1)
+
+
+def test_wait_rides_out_a_database_blip(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    from release_orchestrator.errors import Unavailable
+
+    real = service._poll
+    failures = iter([True, True])
+
+    def flaky(*args: Any) -> Any:
+        if next(failures, False):
+            raise Unavailable("database is not answering")
+        return real(*args)
+
+    monkeypatch.setattr(service, "_poll", flaky)
+    assert rig.wait("web", sync_first=True, interval=1).status == "ready"
+    assert rig.now >= 2
+    failures = iter([True] * 100)
+    with pytest.raises(Unavailable):
+        rig.wait("web", timeout=3, interval=1)
