@@ -282,30 +282,25 @@ print("migrated", flush=True)
 
 
 def test_concurrent_ensure_schema_on_a_fresh_database(clients: Clients, tmp_path: Path) -> None:
-    """Two processes, two threads and an explicit ``upgrade()`` (``relo db upgrade``) migrate
-    one fresh database at the same moment: the migration lock serializes them all."""
+    """Another process, two threads and an explicit ``upgrade()`` (``relo db upgrade``)
+    migrate one fresh database at the same moment: the migration lock serializes them."""
     go = tmp_path / "go"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", _MIGRATE_SCRIPT, clients.url, str(go)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _MIGRATE_SCRIPT, clients.url, str(go)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        for proc in procs:
-            assert proc.stdout is not None
-            if proc.stdout.readline().strip() != "ready":
-                raise AssertionError(proc.communicate(timeout=30)[1])
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            raise AssertionError(proc.communicate(timeout=30)[1])
         databases = [clients.database() for _ in range(3)]
-        for db in databases:
-            assert db.current_revision() is None
+        assert [db.current_revision() for db in databases] == [None] * 3
 
         def migrate(i: int) -> str | None:
             if i == 0:
-                go.touch()
+                go.touch()  # the other process starts too
             if i == 2:  # what `relo db upgrade` does
                 databases[i].upgrade()
             else:
@@ -313,15 +308,13 @@ def test_concurrent_ensure_schema_on_a_fresh_database(clients: Clients, tmp_path
             return databases[i].current_revision()
 
         assert in_threads(3, migrate) == [HEAD_REVISION] * 3
-        for proc in procs:
-            out, err = proc.communicate(timeout=60)
-            assert proc.returncode == 0, err
-            assert out.strip() == "migrated"
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert out.strip() == "migrated"
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     with databases[0].session(write=False) as s:
         assert list(s.execute(text("SELECT version_num FROM alembic_version"))) == [
             (HEAD_REVISION,)
@@ -520,6 +513,20 @@ def test_invalid_second_blueprint_changes_no_table(client: Client) -> None:
         message = str(err.value)
         assert message.startswith("second.yaml:") and "\n" not in message, (name, message)
         assert dump(client) == before, name
+    # what YAML can say but JSON cannot is refused by its path, before any write
+    for value, path in (
+        ("{since: 2024-01-01}", r"resources\[0\]\.spec\.since"),
+        ("{a: {b: [1, 2024-01-01T10:00:00Z]}}", r"resources\[0\]\.spec\.a\.b\[1\]"),
+        ("{a: {1: x}}", r"resources\[0\]\.spec\.a"),
+        ("{a: .inf}", r"resources\[0\]\.spec\.a"),
+    ):
+        with pytest.raises(BlueprintError, match=rf"^bp\.yaml: {path}"):
+            client.apply_blueprint_text(
+                "project: blog\nresources:\n"
+                f"  - {{type: service, name: a, executor: simulated, spec: {value}}}\n",
+                source="bp.yaml",
+            )
+        assert dump(client) == before
 
 
 def test_blueprint_failing_mid_transaction_writes_nothing(
@@ -586,21 +593,3 @@ def test_reapply_keeps_resource_set_values_unless_the_blueprint_value_changed(
     assert _desired(client, "staging")["service/catalog"] == {"image": "catalog:8"}
     # applying never touches what was applied
     assert {r.resource: r.applied_spec for r in client.resources("shop", "prod")} == applied
-
-
-def test_yaml_values_that_are_not_json_are_refused_by_path(clients: Clients) -> None:
-    c = clients()
-    for value, path in (
-        ("{since: 2024-01-01}", r"resources\[0\]\.spec\.since"),
-        ("{a: {b: [1, 2024-01-01T10:00:00Z]}}", r"resources\[0\]\.spec\.a\.b\[1\]"),
-        ("{a: {1: x}}", r"resources\[0\]\.spec\.a"),
-        ("{a: .inf}", r"resources\[0\]\.spec\.a"),
-    ):
-        with pytest.raises(BlueprintError, match=rf"^bp\.yaml: {path}") as err:
-            c.apply_blueprint_text(
-                "project: shop\nresources:\n"
-                f"  - {{type: service, name: a, executor: simulated, spec: {value}}}\n",
-                source="bp.yaml",
-            )
-        assert "\n" not in str(err.value)
-    assert c.environments() == []

@@ -319,23 +319,21 @@ def test_delete_is_all_or_nothing(client: Client, clients: Clients) -> None:
     assert dump(client) == before
 
 
-def test_deleting_the_head_of_the_queue_starts_the_next_at_once(client: Client) -> None:
+def test_delete_starts_what_it_unblocks_and_all_queued_takes_pending_too(
+    client: Client,
+) -> None:
     a = client.submit("shop", "prod").id
     b = client.submit("shop", "prod").id
     assert sent(client) == [a]
-    client.delete([a])
+    client.delete([a])  # the head of the queue: the next one starts at once
     assert sent(client) == [b]
-
-
-def test_delete_all_queued_takes_pending_too_and_leaves_running(client: Client) -> None:
-    a = client.submit("shop", "prod").id
-    claim(client, a)
-    b = client.submit("shop", "prod").id
-    client.settings("shop", "prod", approval=True)
+    claim(client, b)
     c = client.submit("shop", "prod").id
+    client.settings("shop", "prod", approval=True)
+    d = client.submit("shop", "prod").id
     other = client.submit("shop", "staging").id
-    assert client.delete(all_queued=("shop", "prod")) == [b, c]
-    assert [(r.id, str(r.status)) for r in client.active("shop", "prod")] == [(a, "running")]
+    assert client.delete(all_queued=("shop", "prod")) == [c, d]
+    assert [(r.id, str(r.status)) for r in client.active("shop", "prod")] == [(b, "running")]
     assert [r.id for r in client.active("shop", "staging")] == [other]
 
 
