@@ -133,6 +133,9 @@ def _poll(
         # running first, then queue order, then pending approval (repo.active's order)
         first = mine[0] if mine else None
         hold = holds.get(first.id) if first is not None else None
+        waiting_on = hold[0].message if hold else None
+        if first is not None and first.status is ReleaseStatus.QUEUED and not hold:
+            waiting_on = "free to start: waiting for a worker to take it"
         progress.append(
             AppProgress(
                 app=key,
@@ -141,7 +144,7 @@ def _poll(
                 release_id=first.id if first else None,
                 release_status=first.status if first else None,
                 position=first.position if first else None,
-                waiting_on=hold[0].message if hold else None,
+                waiting_on=waiting_on,
                 ready=not mine and st.sync is SyncStatus.SYNCED and st.health is Health.HEALTHY,
             )
         )
