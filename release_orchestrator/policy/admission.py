@@ -9,7 +9,8 @@ Rules (SPEC §3, §4, §5):
 - while the project or the environment is paused, or the environment is outside its
   availability windows, nothing starts;
 - queues are FIFO per environment: a queued release starts only when it conflicts with no
-  running release, no foreign lock, and no release queued before it;
+  running release, no foreign lock, and no release queued before it (a waiting release names
+  the earliest release ahead of it that it waits behind);
 - non-selective types need the whole environment; selective releases need their targets;
 - with parallel off (or approval on, which disables parallel) any two releases conflict;
 - at most ``max_parallel_releases`` run at once;
@@ -224,13 +225,33 @@ def _conflict_with_running(snap: Snapshot, claim: Claim, other: Claim) -> Reason
     return Reason(code, other.release_id, (ENVIRONMENT,))
 
 
+def _first_ahead(
+    snap: Snapshot,
+    claim: Claim,
+    first_any: tuple[int, Claim] | None,
+    first_whole: tuple[int, Claim] | None,
+    first_by_resource: dict[str, tuple[int, Claim]],
+) -> tuple[int, Claim] | None:
+    """The earliest held release queued before ``claim`` that conflicts with it, if any."""
+    if not snap.effective_parallel or claim.whole:
+        return first_any  # everything conflicts with a whole-environment claim / parallel off
+    candidates = [first_whole, *(first_by_resource.get(r) for r in claim.resources)]
+    found = [c for c in candidates if c is not None]
+    return min(found, key=lambda c: c[0]) if found else None
+
+
 def decide(snap: Snapshot) -> Decision:
     """Which queued releases may start now, and for each other one every reason it waits."""
     global_reasons = _global_reasons(snap)
     running_ids = {c.release_id for c in snap.running}
     foreign = [lk for lk in snap.locks if lk.release_id not in running_ids]
     occupied: list[Claim] = list(snap.running)
-    earlier: list[tuple[int, Claim]] = []
+    # The first held release in the queue, overall / whole-environment / per resource: a
+    # queued release names only the earliest release it waits behind (naming all of them
+    # would make the reasons of a long queue quadratic), found in O(targets) per release.
+    first_any: tuple[int, Claim] | None = None
+    first_whole: tuple[int, Claim] | None = None
+    first_by_resource: dict[str, tuple[int, Claim]] = {}
     start: list[int] = []
     held: dict[int, tuple[Reason, ...]] = {}
     for position, claim in enumerate(snap.queue, start=1):
@@ -239,47 +260,40 @@ def decide(snap: Snapshot) -> Decision:
             reason = _conflict_with_running(snap, claim, other)
             if reason is not None:
                 reasons.append(reason)
-        for other_pos, other in earlier:
-            shared = overlap(claim, other) if snap.effective_parallel else frozenset({ENVIRONMENT})
-            if shared:
-                reasons.append(
-                    Reason(
-                        Code.WAITING_BEHIND,
-                        other.release_id,
-                        tuple(sorted(shared)),
-                        MappingProxyType({"position": other_pos}),
-                    )
-                )
+        ahead = _first_ahead(snap, claim, first_any, first_whole, first_by_resource)
+        if ahead is not None:
+            other_pos, other = ahead
+            shared = overlap(claim, other) if snap.effective_parallel else frozenset(
+                {ENVIRONMENT}
+            )
+            reasons.append(
+                Reason(Code.WAITING_BEHIND, other.release_id, tuple(sorted(shared)),
+                       MappingProxyType({"position": other_pos}))
+            )
         for lock in foreign:
             shared = _lock_overlap(claim, lock)
             if shared:
                 reasons.append(
-                    Reason(
-                        Code.STATE_LOCK_HELD,
-                        lock.release_id,
-                        tuple(sorted(shared)),
-                        MappingProxyType(
-                            {
-                                "holder": "unknown" if lock.release_id is None else "stale",
-                                "owner": lock.owner,
-                                "since": lock.since,
-                                "ttl_left_ms": lock.ttl_left_ms,
-                            }
-                        ),
-                    )
+                    Reason(Code.STATE_LOCK_HELD, lock.release_id, tuple(sorted(shared)),
+                           MappingProxyType({"holder": "unknown" if lock.release_id is None
+                                             else "stale", "owner": lock.owner,
+                                             "since": lock.since,
+                                             "ttl_left_ms": lock.ttl_left_ms}))
                 )
         if snap.effective_parallel and len(occupied) >= snap.max_parallel_releases:
             reasons.append(
-                Reason(
-                    Code.MAX_PARALLEL_REACHED,
-                    facts=MappingProxyType(
-                        {"running": len(occupied), "max": snap.max_parallel_releases}
-                    ),
-                )
+                Reason(Code.MAX_PARALLEL_REACHED,
+                       facts=MappingProxyType({"running": len(occupied),
+                                               "max": snap.max_parallel_releases}))
             )
         if reasons:
             held[claim.release_id] = tuple(reasons)
-            earlier.append((position, claim))
+            entry = (position, claim)
+            first_any = first_any or entry
+            if claim.whole:
+                first_whole = first_whole or entry
+            for resource in claim.resources:
+                first_by_resource.setdefault(resource, entry)
         else:
             start.append(claim.release_id)
             occupied.append(claim)
