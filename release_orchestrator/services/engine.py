@@ -273,6 +273,8 @@ class Runner:
         done: list[tuple[str, Action, dict[str, Any] | None]] = []
         failure: str | None = None
         for planned in plan:
+            if job.refresh and planned.action is Action.REFRESH:
+                continue  # already refreshed before planning
             before = job.resources[planned.resource].applied
             result = self._step(job, planned.resource, planned.action, StepPhase.FORWARD)
             if not result.ok:
