@@ -130,11 +130,13 @@ def _dump(model: Any) -> Any:
 # -- environments, settings, resources -------------------------------------------------------
 @router.get("/environments")
 def environments(c: ApiClient, project: str | None = None) -> Any:
+    """Environments (of one project with ?project=), with settings and pauses."""
     return [_dump(e) for e in c.environments(project)]
 
 
 @router.get(ENV)
 def environment(c: ApiClient, project: str, environment: str) -> Any:
+    """One environment: pauses, settings, windows, queue summary (relo env show)."""
     return _dump(c.show_environment(project, environment))
 
 
@@ -146,11 +148,13 @@ def _settings_json(s: Any) -> dict[str, Any]:
 
 @router.get(ENV + "/settings")
 def get_settings(c: ApiClient, project: str, environment: str) -> Any:
+    """The environment's release settings."""
     return _settings_json(c.settings(project, environment))
 
 
 @router.patch(ENV + "/settings")
 def change_settings(c: ApiClient, project: str, environment: str, body: SettingsBody) -> Any:
+    """Change release settings; omitted fields stay."""
     return _settings_json(
         c.settings(
             project,
@@ -164,6 +168,7 @@ def change_settings(c: ApiClient, project: str, environment: str, body: Settings
 
 @router.get(ENV + "/resources")
 def resources(c: ApiClient, project: str, environment: str) -> Any:
+    """Resources with desired/applied spec, sync status and health."""
     return [_dump(r) for r in c.resources(project, environment)]
 
 
@@ -171,6 +176,7 @@ def resources(c: ApiClient, project: str, environment: str) -> Any:
 def set_resource(
     c: ApiClient, project: str, environment: str, resource: str, body: ResourceBody
 ) -> Any:
+    """Change one resource's desired spec in this environment."""
     if isinstance(body.values, dict):
         items = [f"{k}={json.dumps(v)}" for k, v in body.values.items()]
     else:
@@ -185,11 +191,13 @@ def set_resource(
 def history(
     c: ApiClient, project: str, environment: str, limit: Annotated[int, Query()] = 20
 ) -> Any:
+    """Release history, newest first, every status (relo release list)."""
     return [r.detail() for r in c.list(project, environment, limit)]
 
 
 @router.post(ENV + "/releases", status_code=201)
 def submit(c: ApiClient, project: str, environment: str, body: SubmitBody) -> Any:
+    """Submit a release (trigger=api); 201 with the release."""
     release = c.submit(
         project,
         environment,
@@ -209,43 +217,51 @@ def submit(c: ApiClient, project: str, environment: str, body: SubmitBody) -> An
 
 @router.get(ENV + "/releases/active")
 def active(c: ApiClient, project: str, environment: str) -> Any:
+    """Running, queued and pending releases with holds (relo release active -o json)."""
     return [r.summary() for r in c.active(project, environment)]
 
 
 @router.delete(ENV + "/releases/queued")
 def delete_queued(c: ApiClient, project: str, environment: str) -> Any:
+    """Delete every queued release of the environment."""
     return {"deleted": c.delete(all_queued=(project, environment))}
 
 
 @router.get("/releases/{release_id}")
 def get_release(c: ApiClient, release_id: int) -> Any:
+    """One release with its steps and output (relo release show -o json)."""
     return c.get(release_id).detail()
 
 
 @router.delete("/releases/{release_id}")
 def delete_release(c: ApiClient, release_id: int) -> Any:
+    """Delete a queued or pending release (status cancelled)."""
     return {"deleted": c.delete([release_id])}
 
 
 @router.post("/releases/{release_id}/approve")
 def approve(c: ApiClient, release_id: int) -> Any:
+    """Approve a release waiting for approval."""
     return c.approve(release_id).detail()
 
 
 @router.post("/releases/{release_id}/reject")
 def reject(c: ApiClient, release_id: int) -> Any:
+    """Reject a release waiting for approval."""
     return c.reject(release_id).detail()
 
 
 # -- pauses and windows ------------------------------------------------------------------------
 @router.post("/projects/{project}/pause")
 def pause_project(c: ApiClient, project: str, body: PauseBody | None = None) -> Any:
+    """Pause a whole project (body: reason, until)."""
     body = body or PauseBody()
     return _dump(c.pause(project, None, reason=body.reason, until=body.until))
 
 
 @router.post("/projects/{project}/resume")
 def resume_project(c: ApiClient, project: str) -> Any:
+    """Resume a paused project."""
     return _dump(c.resume(project, None))
 
 
@@ -253,22 +269,26 @@ def resume_project(c: ApiClient, project: str) -> Any:
 def pause_environment(
     c: ApiClient, project: str, environment: str, body: PauseBody | None = None
 ) -> Any:
+    """Pause one environment (body: reason, until)."""
     body = body or PauseBody()
     return _dump(c.pause(project, environment, reason=body.reason, until=body.until))
 
 
 @router.post(ENV + "/resume")
 def resume_environment(c: ApiClient, project: str, environment: str) -> Any:
+    """Resume a paused environment; held releases start (FIFO)."""
     return _dump(c.resume(project, environment))
 
 
 @router.get(ENV + "/windows")
 def windows(c: ApiClient, project: str, environment: str) -> Any:
+    """Availability windows, each with whether it is open and its next start."""
     return [_dump(w) for w in c.windows(project, environment)]
 
 
 @router.post(ENV + "/windows", status_code=201)
 def add_window(c: ApiClient, project: str, environment: str, body: WindowBody) -> Any:
+    """Add an allow or deny window (cron, duration, timezone)."""
     return _dump(
         c.add_window(
             project,
@@ -283,6 +303,7 @@ def add_window(c: ApiClient, project: str, environment: str, body: WindowBody) -
 
 @router.delete(ENV + "/windows/{window_id}")
 def remove_window(c: ApiClient, project: str, environment: str, window_id: int) -> Any:
+    """Remove a window."""
     return _dump(c.remove_window(project, environment, window_id))
 
 
@@ -291,11 +312,13 @@ def remove_window(c: ApiClient, project: str, environment: str, window_id: int) 
 def schedule(
     c: ApiClient, project: str, environment: str, limit: Annotated[int, Query()] = 10
 ) -> Any:
+    """The schedule, its next fire times and recent fires and skips."""
     return _dump(c.schedule(project, environment, limit=limit))
 
 
 @router.put(ENV + "/schedule")
 def set_schedule(c: ApiClient, project: str, environment: str, body: ScheduleBody) -> Any:
+    """Create or replace the schedule (every, type, start_at, timezone, paused)."""
     return _dump(
         c.set_schedule(
             project,
@@ -311,16 +334,19 @@ def set_schedule(c: ApiClient, project: str, environment: str, body: ScheduleBod
 
 @router.delete(ENV + "/schedule")
 def delete_schedule(c: ApiClient, project: str, environment: str) -> Any:
+    """Remove the schedule."""
     return _dump(c.delete_schedule(project, environment))
 
 
 @router.post(ENV + "/schedule/pause")
 def pause_schedule(c: ApiClient, project: str, environment: str) -> Any:
+    """Pause the schedule (due times are recorded as skipped)."""
     return _dump(c.pause_schedule(project, environment))
 
 
 @router.post(ENV + "/schedule/resume")
 def resume_schedule(c: ApiClient, project: str, environment: str) -> Any:
+    """Resume the schedule."""
     return _dump(c.resume_schedule(project, environment))
 
 
@@ -333,11 +359,13 @@ def diagnose(
     release_id: int | None = None,
     apps: str | None = None,
 ) -> Any:
+    """Why releases wait, each finding with its remedy (relo diagnose -o json)."""
     return [_dump(f) for f in c.diagnose(project, environment, release_id, apps=apps or ())]
 
 
 @router.post(ENV + "/sync")
 def sync(c: ApiClient, project: str, environment: str, body: SyncBody) -> Any:
+    """Submit one selective release for the apps out of sync (relo release sync)."""
     release = c.sync(project, environment, body.apps, force=body.force, comment=body.comment)
     if release is None:
         return {"release": None, "message": "every app is in sync; nothing to release"}
@@ -361,6 +389,7 @@ def wait(c: ApiClient, project: str, environment: str, body: WaitBody) -> Any:
 
 @router.get(ENV + "/locks")
 def locks(c: ApiClient, project: str, environment: str) -> Any:
+    """Live state locks and their holders (relo lock list -o json)."""
     from ..services import locks as service
 
     return JSONResponse(json.loads(json.dumps(service.holders(c.ctx, project, environment),
@@ -381,6 +410,7 @@ def events(
     environment: str | None = None,
     limit: Annotated[int, Query()] = 50,
 ) -> Any:
+    """Audit history, newest first (relo events -o json)."""
     if environment is not None and project is None:
         raise InvalidRequest("environment needs project")
     return [_dump(e) for e in c.events(project, environment, limit)]

@@ -12,7 +12,12 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    ProcessCollector,
+    generate_latest,
+)
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -53,6 +58,7 @@ def create_app(settings: Settings | None = None, *, client: Client | None = None
     state = WebState(clients=Clients(base), auth=auth)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DomainCollector(base))
+    ProcessCollector(registry=registry)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -67,7 +73,7 @@ def create_app(settings: Settings | None = None, *, client: Client | None = None
     app = FastAPI(
         title="relo",
         summary="Releases pages, JSON API and metrics of the release orchestrator",
-        docs_url="/api/docs",
+        docs_url=None,  # Swagger UI loads scripts from a CDN: the CSP forbids it; see /api-help
         redoc_url=None,
         openapi_url="/api/openapi.json",
         lifespan=lifespan,

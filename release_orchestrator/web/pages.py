@@ -21,6 +21,7 @@ from fastapi.templating import Jinja2Templates
 
 from ..client import Client
 from ..errors import InvalidRequest, NotFound, ReloError
+from . import api
 from .auth import AuthError
 from .queries import active_counts, environment_names
 from .state import PageClient
@@ -196,6 +197,23 @@ def release_page(request: Request, c: PageClient, release_id: int) -> HTMLRespon
             "release": release,
             "refresh": not release.status.is_final,
         },
+    )
+
+
+@router.get("/api-help", response_class=HTMLResponse)
+def api_help(request: Request, c: PageClient) -> HTMLResponse:
+    """The JSON API's routes, from the app itself, with how to authenticate."""
+    del c  # the same access as the other pages
+    routes = []
+    for route in api.router.routes:
+        path = getattr(route, "path", "")
+        doc = (getattr(route, "endpoint", None).__doc__ or "").strip().split("\n")[0]
+        for method in sorted(getattr(route, "methods", ()) or ()):
+            routes.append((path, method, doc))
+    return render(
+        request,
+        "api_help.html",
+        {"title": "relo JSON API", "routes": sorted(routes), "base": str(request.base_url)},
     )
 
 

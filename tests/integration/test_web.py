@@ -171,6 +171,9 @@ def test_browser_deletes_a_queued_release_pauses_and_resumes(web: Web) -> None:
                 dialog.accept()
 
             page.on("dialog", accept)
+            console_errors: list[str] = []
+            page.on("console", lambda m: console_errors.append(m.text) if m.type == "error"
+                    else None)
             page.goto(web.base + "/")
             page.get_by_role("link", name="staging").click()
             expect(page.locator("h1")).to_have_text("shop/staging")
@@ -204,6 +207,7 @@ def test_browser_deletes_a_queued_release_pauses_and_resumes(web: Web) -> None:
                 "button", name="Resume environment").click()
             expect(page.locator("#flash")).to_contain_text("resumed shop/staging")
             expect(page.locator("#pause-environment")).to_have_count(1)
+            assert console_errors == []  # e.g. no script or style refused by the CSP
         finally:
             browser.close()
 

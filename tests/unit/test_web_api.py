@@ -358,3 +358,13 @@ def test_metrics_endpoint_is_prometheus_text(rig: Rig) -> None:
     assert 'relo_environment_paused{environment="staging",project="shop"} 1.0' in r.text
 
 
+
+
+def test_api_help_lists_the_routes_and_the_schema_is_served(rig: Rig) -> None:
+    r = rig.http.get("/api-help", headers=rig.page_auth())
+    assert r.status_code == 200
+    assert "<code>/api/projects/{project}/environments/{environment}/releases/active</code>" \
+        in r.text
+    assert "relo release active -o json" in r.text
+    schema = rig.http.get("/api/openapi.json").json()
+    assert "/api/releases/{release_id}" in schema["paths"]
