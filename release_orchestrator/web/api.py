@@ -42,7 +42,6 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -392,14 +391,7 @@ def locks(c: ApiClient, project: str, environment: str) -> Any:
     """Live state locks and their holders (relo lock list -o json)."""
     from ..services import locks as service
 
-    return JSONResponse(json.loads(json.dumps(service.holders(c.ctx, project, environment),
-                                              default=_json_default)))
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+    return service.holders(c.ctx, project, environment)  # datetimes become ISO 8601
 
 
 # -- audit, blueprints ---------------------------------------------------------------------------
