@@ -1,0 +1,35 @@
+"""The raw-stack baseline: a minimal Celery app with relo's worker settings and an empty task.
+
+It loads the same ``celeryconfig`` as relo (early ack, prefetch disabled, ``priority_steps=[0]``,
+task events on) and adds a Redis result backend so that a round trip (``apply_async`` →
+``get``) can be timed. ``RELO_BENCH_BROKER`` names the Redis database (broker and backend).
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+from benchmarks.common import DEFAULT_REDIS
+
+URL = os.environ.get("RELO_BENCH_BROKER", DEFAULT_REDIS)
+
+NOOP = "bench.noop"
+
+
+def build_app(url: str = URL) -> Celery:
+    """The baseline app on Redis ``url`` (broker and result backend)."""
+    app = Celery("relobench_raw", broker=url, backend=url, set_as_current=False)
+    app.config_from_object("celeryconfig")
+    app.conf.update(result_backend=url, task_ignore_result=False, task_default_queue="bench.raw")
+
+    @app.task(name=NOOP)
+    def noop() -> None:
+        """Does nothing: the whole cost is Celery's and Redis's."""
+        return None
+
+    return app
+
+
+app = build_app()
