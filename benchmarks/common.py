@@ -1,8 +1,11 @@
 """Shared pieces of the benchmarks: statistics, machine facts, worker processes, CPU use.
 
-Benchmarks own one Redis database (``DEFAULT_REDIS``, flushed by :func:`flush_redis` at the
-start of a run) and temporary SQLite files (or ``--database-url`` for PostgreSQL: every
-benchmark then creates its own project names, so one database can hold several runs).
+By default :mod:`benchmarks.run` starts a private ``redis-server`` on a free port
+(:class:`PrivateRedis`): the test suites and other users of the shared Redis flush and use
+numbered databases, which would corrupt a run (and be disturbed by it). With ``--redis URL``
+the benchmarks own that database instead (flushed by :func:`flush_redis` at the start).
+SQLite files are temporary (or ``--database-url`` for PostgreSQL: every benchmark then creates
+its own project names, so one database can hold several runs).
 Workers are real subprocesses, started in their own session and stopped by their own
 process-group id.
 """
@@ -23,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-#: Redis database of the benchmarks (flushed at start): not one the test suites use.
-DEFAULT_REDIS = "redis://127.0.0.1:6379/12"
+#: Redis database used when a benchmark module is run on its own (flushed at start).
+DEFAULT_REDIS = "redis://127.0.0.1:6379/6"
 UTC = timezone.utc
 FINAL = ("succeeded", "failed", "rolled_back", "rollback_failed", "cancelled", "rejected",
          "skipped")
@@ -163,6 +166,47 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except Exception:  # not Linux: the finally blocks still stop the workers
         pass
+
+
+class PrivateRedis:
+    """A throw-away ``redis-server`` on a free loopback port, no persistence."""
+
+    def __init__(self, workdir: Path, binary: str = "redis-server") -> None:
+        import socket
+
+        import redis
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.log = workdir / "redis.log"
+        with self.log.open("wb") as handle:
+            self.proc = subprocess.Popen(
+                [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", str(workdir), "--maxmemory-policy",
+                 "noeviction"],
+                stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=_die_with_parent)
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                redis.Redis.from_url(self.url, socket_timeout=1).ping()
+                break
+            except redis.exceptions.RedisError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("redis-server did not start: "
+                                       + self.log.read_text(errors="replace")[-2000:]) from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
 
 
 def other_clients(redis_url: str) -> int:

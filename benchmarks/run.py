@@ -149,9 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(ORDER),
                         help=f"comma-separated subset of {','.join(ORDER)}")
     parser.add_argument("--repeat", type=int, default=5, help="repetitions (default 5)")
-    parser.add_argument("--redis", default=common.DEFAULT_REDIS,
-                        help="Redis database owned by the benchmarks, flushed at start "
-                             "(default %(default)s)")
+    parser.add_argument("--redis", default="private",
+                        help="'private' (default: start a throw-away redis-server on a free "
+                             "port) or the URL of a Redis database the benchmarks own "
+                             "(flushed at start)")
     parser.add_argument("--database-url", default=None,
                         help="relo database (default: temporary SQLite files)")
     parser.add_argument("--depth", type=int, default=10_000,
@@ -169,6 +170,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.database_url and args.database_url.startswith("postgresql://"):
         args.database_url = "postgresql+psycopg://" + args.database_url[len("postgresql://"):]
 
+    private = None
+    if args.redis == "private":
+        import tempfile
+
+        private = common.PrivateRedis(Path(tempfile.mkdtemp(prefix="relo-bench-redis-")))
+        args.redis = private.url
+    args.redis_kind = "a private redis-server" if private else "flushed"
+    try:
+        return _run(args, names, argv)
+    finally:
+        if private is not None:
+            private.stop()
+
+
+def _run(args: argparse.Namespace, names: list[str], argv: Sequence[str] | None) -> int:
     started = datetime.now(timezone.utc)
     command = " ".join(shlex.quote(a) for a in
                        [Path(sys.executable).name, "-m", "benchmarks.run", *(argv or sys.argv[1:])])
@@ -183,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"- machine: {machine['nproc']} CPUs ({machine['cpu']}), {machine['ram_gib']} GiB RAM, "
         f"{machine['os']}; load average at start {machine['loadavg']} (shared machine)",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
-        f"- Redis {args.redis} (flushed; {others} other client(s) connected at start); "
+        f"- Redis {args.redis} ({args.redis_kind}; {others} other client(s) connected at start); "
         f"database: {redact_url(args.database_url) if args.database_url else 'SQLite (temp)'}",
         f"- every figure: median over {args.repeat} repetitions (p50/p99 are medians of each "
         "repetition's percentile); baselines measured in the same run, interleaved",
