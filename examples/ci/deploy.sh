@@ -4,7 +4,7 @@
 #   examples/ci/deploy.sh PROJECT ENVIRONMENT APP KEY=VALUE...
 #   e.g. examples/ci/deploy.sh shop staging service/payments image=payments:1.5.0
 #
-# The three steps of docs/ci-and-troubleshooting.md ("CI pipeline"):
+# The three steps of README.md (CI pipeline) ("CI pipeline"):
 #   1. relo resource set    - change the app's desired spec in the environment;
 #   2. relo release sync    - release it if it is now out of sync (prints the release id;
 #                             nothing to do when it already runs that spec);

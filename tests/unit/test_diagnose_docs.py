@@ -1,4 +1,4 @@
-"""``docs/ci-and-troubleshooting.md`` stays true: every finding code has a row in the
+"""README's CI pipeline and Troubleshooting sections stay true: every finding code has a row in the
 troubleshooting table, and every ``relo`` command of the CI snippets parses (options and
 arguments as the CLI defines them)."""
 
@@ -15,7 +15,7 @@ from release_orchestrator.cli.main import main
 from release_orchestrator.policy.admission import Code
 from release_orchestrator.policy.findings import Fact
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "ci-and-troubleshooting.md"
+DOC = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def _section(title: str) -> str:
