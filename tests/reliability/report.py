@@ -18,6 +18,7 @@ COMMANDS = {
     "duplicate delivery": "pytest -m slow tests/reliability -k duplicate_delivery_soak",
     "Redis flushed and restarted": "pytest tests/reliability -k redis_flushed",
     "concurrent submitters": "pytest -m slow tests/reliability -k concurrent_submitters_soak",
+    "beat killed/restarted, two beats at once": "pytest -m slow tests/reliability -k beats",
 }
 
 
@@ -32,6 +33,7 @@ def main() -> int:
         lambda d: scenarios.redis_restart(d, releases=4 if q else 8),
         lambda d: scenarios.concurrent_submitters(d, processes=6 if q else 50,
                                                   each=8 if q else 20),
+        lambda d: scenarios.beats(d, due_times=2 if q else 3),
     ]
     rows = []
     ok = True
@@ -41,8 +43,8 @@ def main() -> int:
             outcome = run(Path(tmp))
             took = time.monotonic() - started
         ok = ok and outcome.ok
-        key = next((k for k in COMMANDS if outcome.scenario.startswith(k.split()[0])),
-                   outcome.scenario)
+        key = next((k for k in COMMANDS if outcome.scenario.startswith(k.split()[0])
+                    or outcome.scenario == k), outcome.scenario)
         rows.append((outcome, took, COMMANDS.get(key, "")))
         print(f"{outcome.scenario}: {outcome}", file=sys.stderr)
     print("| scenario | trials | survived | lost | duplicated | checks | seconds | reproduce |")

@@ -279,3 +279,52 @@ def concurrent_submitters(tmp: Path, processes: int, each: int) -> Outcome:
     finally:
         stack.close()
     return out
+
+
+# -- beat killed and restarted; two beats at once ------------------------------------------
+def beats(tmp: Path, due_times: int = 3) -> Outcome:
+    """Two beats tick at once; one is SIGKILLed after the first due time and comes back
+    later. Every due time of a 1-minute schedule must be recorded exactly once (a release or
+    a skip), none lost, none twice."""
+    from datetime import datetime, timedelta, timezone
+
+    out = Outcome("beat killed/restarted, two beats at once")
+    flush_test_redis()
+    stack = Stack(tmp, deploy_seconds=0)
+    try:
+        stack.apply_shop()
+        stack.worker(name="w1")
+        first_due = datetime.now(timezone.utc) + timedelta(seconds=8)
+        stack.cli("schedule", "set", "-p", "shop", "-e", "staging", "--every", "1m",
+                  "--start-at", first_due.isoformat(), check=True)
+        beat_a = stack.start("beat", name="beatA")
+        stack.start("beat", name="beatB")
+        last_due = first_due + timedelta(minutes=due_times - 1)
+        killed = False
+        while datetime.now(timezone.utc) < last_due + timedelta(seconds=10):
+            now = datetime.now(timezone.utc)
+            if not killed and now > first_due + timedelta(seconds=5):
+                os.killpg(beat_a.pid, signal.SIGKILL)
+                beat_a.wait()
+                killed = True
+                restart_at = now + timedelta(seconds=40)
+            if killed and beat_a.poll() is not None and now > restart_at:
+                beat_a = stack.start("beat", name="beatA2")
+            time.sleep(0.5)
+        view = stack.client.schedule("shop", "staging", limit=50)
+        runs = Counter(run.due_at for run in view.recent)
+        expected = [first_due + timedelta(minutes=k) for k in range(due_times)]
+        out.trials = due_times
+        for due in expected:
+            n = sum(c for d, c in runs.items() if abs((d - due).total_seconds()) < 1)
+            if n == 0:
+                out.lost += 1
+                out.problems.append(f"due time {due.isoformat()} never recorded")
+            elif n > 1:
+                out.duplicated += 1
+            else:
+                out.survived += 1
+        out.check(len(runs) == due_times, f"unexpected due times recorded: {sorted(runs)}")
+    finally:
+        stack.close()
+    return out

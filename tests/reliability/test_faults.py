@@ -56,3 +56,9 @@ def test_duplicate_delivery_soak(tmp_path: Path) -> None:
 @pytest.mark.timeout(1800)
 def test_concurrent_submitters_soak(tmp_path: Path) -> None:
     assert_ok(scenarios.concurrent_submitters(tmp_path, processes=50, each=20))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_beats_soak(tmp_path: Path) -> None:
+    assert_ok(scenarios.beats(tmp_path, due_times=3))
