@@ -6,6 +6,7 @@ derived from :class:`release_orchestrator.errors.ReloError`. The CLI is a thin l
 
 from __future__ import annotations
 
+import builtins
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -81,7 +82,7 @@ class Client(PausesAPI, SchedulesAPI, DiagnoseAPI, SyncAPI):
         """Change a resource's desired spec in one environment (``KEY=VALUE`` items)."""
         return resources.set_resource(self.ctx, project, environment, resource, values)
 
-    def resources(self, project: str, environment: str) -> list[ResourceStatus]:
+    def resources(self, project: str, environment: str) -> builtins.list[ResourceStatus]:
         return resources.statuses(self.ctx, project, environment)
 
     # -- releases ------------------------------------------------------------------------
@@ -134,15 +135,15 @@ class Client(PausesAPI, SchedulesAPI, DiagnoseAPI, SyncAPI):
     def get(self, release_id: int) -> Release:
         return releases.get(self.ctx, release_id)
 
-    def list(self, project: str, environment: str, limit: int = 20) -> list[Release]:
+    def list(self, project: str, environment: str, limit: int = 20) -> builtins.list[Release]:
         return releases.history(self.ctx, project, environment, limit)
 
-    def active(self, project: str, environment: str) -> list[Release]:
+    def active(self, project: str, environment: str) -> builtins.list[Release]:
         return releases.active(self.ctx, project, environment)
 
     def delete(
         self, release_ids: Sequence[int] = (), *, all_queued: tuple[str, str] | None = None
-    ) -> list[int]:
+    ) -> builtins.list[int]:
         return releases.delete(self.ctx, release_ids, all_queued=all_queued)
 
     def approve(self, release_id: int) -> Release:
@@ -173,7 +174,7 @@ class Client(PausesAPI, SchedulesAPI, DiagnoseAPI, SyncAPI):
             time.sleep(interval)
 
     # -- environments ----------------------------------------------------------------------
-    def environments(self, project: str | None = None) -> list[Environment]:
+    def environments(self, project: str | None = None) -> builtins.list[Environment]:
         return environments.environments(self.ctx, project)
 
     def environment(self, project: str, environment: str) -> Environment:
@@ -201,7 +202,7 @@ class Client(PausesAPI, SchedulesAPI, DiagnoseAPI, SyncAPI):
     # -- audit -------------------------------------------------------------------------------
     def events(
         self, project: str | None = None, environment: str | None = None, limit: int = 50
-    ) -> list[Event]:
+    ) -> builtins.list[Event]:
         from .storage.repository import Repository
 
         if limit < 1:
