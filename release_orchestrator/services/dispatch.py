@@ -8,12 +8,13 @@ crash left behind. Both are idempotent.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from ..domain import ReleaseStatus, ReleaseType
 from ..domain.names import env_key, queue_name
-from ..policy.admission import Decision, decide
+from ..policy.admission import Decision, LockInfo, decide
 from ..storage.repository import Repository
 from ..storage.tables import EnvironmentRow, ProjectRow, ReleaseRow
 from .context import Context
@@ -41,16 +42,26 @@ def describe(row: ReleaseRow, project: str, environment: str) -> str:
 
 
 def decide_and_mark(
-    ctx: Context, repo: Repository, project: ProjectRow, env: EnvironmentRow, now: datetime
+    ctx: Context,
+    repo: Repository,
+    project: ProjectRow,
+    env: EnvironmentRow,
+    now: datetime,
+    locks: Sequence[LockInfo] | None = None,
 ) -> tuple[Decision, list[Dispatch]]:
-    """Within a write transaction holding the environment lock: decide and mark dispatched."""
+    """Within a write transaction holding the environment lock: decide and mark dispatched.
+
+    ``locks``: the environment's state locks when the caller read them just before the
+    transaction (a Redis round trip less while holding the write lock); read here otherwise.
+    """
     expire_pauses(repo, project, env, now)
-    locks = lock_infos(ctx, env_key(project.name, env.name))
+    if locks is None:
+        locks = lock_infos(ctx, env_key(project.name, env.name))
     snapshot = build_snapshot(repo, project, env, now, locks)
     decision = decide(snapshot)
     out: list[Dispatch] = []
     for release_id in decision.start:
-        row = repo.release_row(release_id)
+        row = repo.loaded_release_row(release_id)
         row.dispatched_at = now
         row.dispatch_count = (row.dispatch_count or 0) + 1
         out.append(Dispatch(project.name, env.name, row.id, describe(row, project.name, env.name)))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -29,21 +28,19 @@ from ..locks import Lease, LockConflictError, LockRequest, LockStoreUnavailable
 from ..policy.plan import PlanError, ResourceView, dependency_order, plan_release
 from ..storage.convert import sync_of
 from ..storage.repository import Repository
-from ..storage.tables import ResourceStateRow, StepRow
+from ..storage.tables import ReleaseRow, ResourceStateRow, StepRow
 from .context import Context
-from .dispatch import evaluate
+from .dispatch import Dispatch, decide_and_mark, evaluate, send
+from .heartbeat import Heartbeat, LeaseLost
 
 log = logging.getLogger(__name__)
-
-
-class LeaseLost(Exception):
-    """This worker no longer holds the release (lease expired, broken, or fenced out)."""
 
 
 @dataclass
 class ResourceDef:
     key: str
     resource_id: int
+    state_id: int
     executor: str
     config: dict[str, Any]
     timeout: float | None
@@ -73,11 +70,9 @@ class Job:
 def execute(ctx: Context, release_id: int, worker: str) -> str:
     """Run one release if it is ours to run. Returns a short outcome for the task result."""
     with ctx.db.session(write=False) as s:
-        repo = Repository(s)
-        row = repo.release_row(release_id)
+        row, project, environment = Repository(s).release_with_names(release_id)
         if row.status != ReleaseStatus.QUEUED or row.dispatched_at is None:
             return f"skipped: release {release_id} is {row.status}"
-        project, environment = repo.names_of(row.environment_id)
         env_id = row.environment_id
         whole = ReleaseType(row.type).needs_whole_environment
         targets = tuple(t["resource"] for t in row.targets)
@@ -128,8 +123,9 @@ def execute(ctx: Context, release_id: int, worker: str) -> str:
     if not claimed:
         ctx.locks.release(lease)
         return f"skipped: release {release_id} was claimed elsewhere or cancelled"
-    runner = Runner(ctx, release_id, lease, worker)
+    runner = Runner(ctx, release_id, lease, worker, row=row)
     heartbeat = Heartbeat(ctx, runner)
+    runner.heartbeat_handle = heartbeat
     heartbeat.start()
     try:
         outcome = runner.run()
@@ -140,14 +136,11 @@ def execute(ctx: Context, release_id: int, worker: str) -> str:
                              why=f"state lock lease lost ({exc}); the release was stopped"):
             outcome += "; marked failed"
     finally:
-        heartbeat.stop()
-        try:
-            ctx.locks.release(lease)
-        except Exception:
-            log.exception(
-                "release %s: could not release locks (they expire with the TTL)", release_id
-            )
-    evaluate(ctx, env_id)
+        runner.unlock()
+    if runner.dispatches is None:
+        evaluate(ctx, env_id)
+    else:  # the finishing transaction already started what may start now
+        send(ctx, runner.dispatches)
     return outcome
 
 
@@ -172,12 +165,27 @@ def _undispatch(ctx: Context, release_id: int, why: str) -> None:
 class Runner:
     """Runs the steps of one claimed release, writing every change under its fencing token."""
 
-    def __init__(self, ctx: Context, release_id: int, lease: Lease, worker: str) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        release_id: int,
+        lease: Lease,
+        worker: str,
+        row: ReleaseRow | None = None,
+    ) -> None:
         self.ctx = ctx
         self.release_id = release_id
         self.lease = lease
         self.token = lease.fencing_token
         self.worker = worker
+        #: The release row as read before the claim (type, targets and flags never change).
+        self.row = row
+        #: Stopped before the locks are released.
+        self.heartbeat_handle: Heartbeat | None = None
+        self.unlocked = False
+        #: What the finishing transaction dispatched (None: it did not evaluate the queue).
+        self.dispatches: list[Dispatch] | None = None
+        self._step_ids: dict[int, int] = {}
         self.cancel = threading.Event()
         self.lost = threading.Event()
         self.seq = 0
@@ -194,6 +202,24 @@ class Runner:
                 f"release {self.release_id} is no longer running under token {self.token}"
             )
 
+    def stop_heartbeat(self) -> None:
+        if self.heartbeat_handle is not None:
+            self.heartbeat_handle.stop()
+
+    def unlock(self) -> None:
+        """Stop the heartbeat and release the state locks (once; failures are logged: the
+        locks then expire with their TTL)."""
+        if self.unlocked:
+            return
+        self.unlocked = True
+        self.stop_heartbeat()
+        try:
+            self.ctx.locks.release(self.lease)
+        except Exception:
+            log.exception(
+                "release %s: could not release locks (they expire with the TTL)", self.release_id
+            )
+
     def heartbeat(self) -> None:
         with self.ctx.db.session() as s:
             if not Repository(s).fenced_update(
@@ -204,7 +230,7 @@ class Runner:
     def _load(self) -> Job:
         with self.ctx.db.session(write=False) as s:
             repo = Repository(s)
-            row = repo.release_row(self.release_id)
+            row = self.row if self.row is not None else repo.release_row(self.release_id)
             project, env = repo.environment_by_id(row.environment_id)
             job = Job(
                 release_id=row.id,
@@ -227,6 +253,7 @@ class Runner:
                 job.resources[key] = ResourceDef(
                     key=key,
                     resource_id=res.id,
+                    state_id=state.id,
                     executor=res.executor,
                     config=dict(res.config),
                     timeout=res.timeout,
@@ -328,18 +355,19 @@ class Runner:
         with self.ctx.db.session() as s:
             repo = Repository(s)
             self._check(repo)
-            s.add(
-                StepRow(
-                    release_id=job.release_id,
-                    seq=seq,
-                    resource=key,
-                    action=str(action),
-                    phase=str(phase),
-                    status=str(StepStatus.RUNNING),
-                    started_at=now,
-                    output="",
-                )
+            step = StepRow(
+                release_id=job.release_id,
+                seq=seq,
+                resource=key,
+                action=str(action),
+                phase=str(phase),
+                status=str(StepStatus.RUNNING),
+                started_at=now,
+                output="",
             )
+            s.add(step)
+            s.flush()
+            self._step_ids[seq] = step.id
         desired = (
             spec if spec is not None else (res.applied if action is Action.DESTROY else res.desired)
         )
@@ -393,17 +421,15 @@ class Runner:
         with self.ctx.db.session() as s:
             repo = Repository(s)
             self._check(repo)
-            step = s.query(StepRow).filter_by(release_id=job.release_id, seq=seq).one()
+            step = s.get(StepRow, self._step_ids[seq])
+            assert step is not None
             step.status = str(StepStatus.SUCCEEDED if result.ok else StepStatus.FAILED)
             step.finished_at = now
             step.exit_code = result.exit_code
             step.error = result.error
             step.output = result.output
-            state = (
-                s.query(ResourceStateRow)
-                .filter_by(environment_id=job.env_id, resource_id=res.resource_id)
-                .one()
-            )
+            state = s.get(ResourceStateRow, res.state_id)
+            assert state is not None
             if state.fence > self.token:
                 raise LeaseLost(f"{res.key} was written by a newer release")
             state.fence = self.token
@@ -432,9 +458,21 @@ class Runner:
             res.sync = sync_of(state)
 
     def _finish(self, job: Job, status: ReleaseStatus, error: str | None) -> str:
+        """Record the end and, in the same transaction, start what may start next.
+
+        The environment row is locked first (the order every dispatching transaction uses),
+        the heartbeat is stopped before it (its writes would wait for this transaction), the
+        locks are released before the admission decision so that it does not see them,
+        and the end of this release is committed together with the next dispatches: one
+        write transaction instead of two. If the commit fails the release stays ``running``
+        without locks and the reconciler ends it as a lost worker's.
+        """
         now = self.ctx.clock.now()
+        # before the transaction: the heartbeat's own writes would wait for it
+        self.stop_heartbeat()
         with self.ctx.db.session() as s:
             repo = Repository(s)
+            project, env = repo.environment_by_id(job.env_id, lock=True)
             if not repo.fenced_update(
                 job.release_id, self.token, status=str(status), finished_at=now, error=error
             ):
@@ -443,7 +481,6 @@ class Runner:
                 ReleaseType.LAUNCH,
                 ReleaseType.FULL,
             ):
-                _, env = repo.environment_by_id(job.env_id)
                 env.launched = True
             repo.event(
                 at=now,
@@ -454,6 +491,11 @@ class Runner:
                 release_id=job.release_id,
                 message=f"release {job.release_id} {status}" + (f": {error}" if error else ""),
             )
+            self.unlock()
+            dispatches: list[Dispatch] = []
+            if repo.has_waiting(env.id):
+                _, dispatches = decide_and_mark(self.ctx, repo, project, env, now)
+            self.dispatches = dispatches
         return str(status)
 
     # -- live output -----------------------------------------------------------------------
@@ -479,56 +521,6 @@ class Runner:
                 s.query(StepRow).filter_by(
                     release_id=self.release_id, seq=seq, status=str(StepStatus.RUNNING)
                 ).update({"output": text}, synchronize_session=False)
-
-
-class Heartbeat(threading.Thread):
-    """Extends the lease every third of the TTL; on loss, cancels the running step."""
-
-    def __init__(self, ctx: Context, runner: Runner) -> None:
-        super().__init__(name=f"relo-heartbeat-{runner.release_id}", daemon=True)
-        self.ctx = ctx
-        self.runner = runner
-        self._stop_event = threading.Event()
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join(timeout=10)
-
-    def run(self) -> None:
-        ttl = self.ctx.settings.lock_ttl
-        interval = ttl / 3
-        last_ok = time.monotonic()
-        next_extend = time.monotonic() + interval
-        while not self._stop_event.wait(min(1.0, interval)):
-            try:
-                self.runner.flush_output()
-            except LeaseLost:
-                self._lose("fenced out")
-                return
-            except Exception:
-                log.debug("output flush failed", exc_info=True)
-            if time.monotonic() < next_extend:
-                continue
-            next_extend = time.monotonic() + interval
-            try:
-                if not self.ctx.locks.extend(self.runner.lease):
-                    self._lose("state lock lost (expired or broken)")
-                    return
-                self.runner.heartbeat()
-                last_ok = time.monotonic()
-            except LeaseLost:
-                self._lose("fenced out")
-                return
-            except Exception:
-                log.warning("heartbeat of release %s failed", self.runner.release_id, exc_info=True)
-                if time.monotonic() - last_ok > ttl:
-                    self._lose("heartbeat failing for longer than the lease TTL")
-                    return
-
-    def _lose(self, why: str) -> None:
-        log.error("release %s: %s; stopping it", self.runner.release_id, why)
-        self.runner.lost.set()
-        self.runner.cancel.set()
 
 
 def fail_lost_release(

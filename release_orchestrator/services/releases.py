@@ -13,7 +13,7 @@ from ..policy.admission import Code, Reason, conflicts, decide
 from ..storage.repository import Repository
 from ..storage.tables import ReleaseRow
 from .context import Context
-from .dispatch import decide_and_mark, evaluate, send
+from .dispatch import Dispatch, decide_and_mark, evaluate, send
 from .explain import explain
 from .snapshot import build_snapshot, lock_infos
 
@@ -78,12 +78,17 @@ def submit(ctx: Context, req: ReleaseRequest) -> Release:
     _validate(req)
     now = ctx.clock.now()
     actor = req.triggered_by or ctx.actor
+    # The Redis round trip happens before the write transaction, not while holding it.
+    locks = lock_infos(ctx, env_key(req.project, req.environment))
+    release: Release | None = None
+    started = False
     with ctx.db.session() as s:
         repo = Repository(s)
         project, env = repo.environment(req.project, req.environment, lock=True)
         targets = []
+        resources = repo.resources(project) if req.targets else []
         for t in req.targets:
-            res = repo.resolve_resource(project, t.resource)
+            res = repo.resolve_resource(project, t.resource, resources)
             targets.append({"resource": f"{res.rtype}/{res.name}", "action": str(t.action)})
         if len({t["resource"] for t in targets}) != len(targets):
             raise InvalidRequest("a resource is listed twice in --target")
@@ -143,10 +148,11 @@ def submit(ctx: Context, req: ReleaseRequest) -> Release:
                 message=plan_error,
             )
             release_id = row.id
-            dispatches = []
+            dispatches: list[Dispatch] = []
         else:
-            decision, dispatches = decide_and_mark(ctx, repo, project, env, now)
+            decision, dispatches = decide_and_mark(ctx, repo, project, env, now, locks)
             release_id = row.id
+            started = release_id in decision.start
             reasons = decision.reasons(release_id)
             if req.fail_on_conflict and release_id not in decision.start and not reasons:
                 # the dispatcher's snapshot stops at the head of the queue: a release further
@@ -177,8 +183,14 @@ def submit(ctx: Context, req: ReleaseRequest) -> Release:
                 failed_conflict = message
             else:
                 failed_conflict = None
+                # what the caller gets back, read in this transaction instead of a new one
+                release = repo.release_of_row(row, project.name, env.name)
     send(ctx, dispatches)
-    release = get(ctx, release_id, with_steps=False)
+    if release is None:  # failed at once: re-read what the transaction recorded
+        release = get(ctx, release_id, with_steps=False)
+    elif not started:
+        holds = explain(ctx, release.project, release.environment, only={release_id})
+        release = release.model_copy(update={"held": holds.get(release_id, [])})
     if plan_error:
         raise ReleaseFailed(f"release {release_id} failed: {plan_error}", release=release)
     if failed_conflict:

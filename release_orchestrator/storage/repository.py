@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..domain import (
@@ -39,6 +39,58 @@ from .tables import (
 
 ACTIVE = (ReleaseStatus.PENDING_APPROVAL, ReleaseStatus.QUEUED, ReleaseStatus.RUNNING)
 
+# Statements of the dispatch hot path, built once (building a select costs as much as running
+# it on SQLite).
+_ENV_BY_NAMES = (
+    select(ProjectRow, EnvironmentRow)
+    .join(EnvironmentRow, EnvironmentRow.project_id == ProjectRow.id)
+    .where(ProjectRow.name == bindparam("project"), EnvironmentRow.name == bindparam("name"))
+)
+_ENV_BY_ID = (
+    select(ProjectRow, EnvironmentRow)
+    .join(EnvironmentRow, EnvironmentRow.project_id == ProjectRow.id)
+    .where(EnvironmentRow.id == bindparam("env_id"))
+)
+_RELEASE_WITH_NAMES = (
+    select(ReleaseRow, ProjectRow.name, EnvironmentRow.name)
+    .join(EnvironmentRow, EnvironmentRow.id == ReleaseRow.environment_id)
+    .join(ProjectRow, ProjectRow.id == EnvironmentRow.project_id)
+    .where(ReleaseRow.id == bindparam("release_id"))
+)
+_HAS_WAITING = (
+    select(ReleaseRow.id)
+    .where(
+        ReleaseRow.environment_id == bindparam("env_id"),
+        ReleaseRow.status == ReleaseStatus.QUEUED,
+        ReleaseRow.dispatched_at.is_(None),
+    )
+    .limit(1)
+)
+_RUNNING_ROWS = (
+    select(ReleaseRow)
+    .where(
+        ReleaseRow.environment_id == bindparam("env_id"),
+        or_(
+            ReleaseRow.status == ReleaseStatus.RUNNING,
+            and_(
+                ReleaseRow.status == ReleaseStatus.QUEUED,
+                ReleaseRow.dispatched_at.is_not(None),
+            ),
+        ),
+    )
+    .order_by(ReleaseRow.id)
+)
+_WAITING_HEAD = (
+    select(ReleaseRow)
+    .where(
+        ReleaseRow.environment_id == bindparam("env_id"),
+        ReleaseRow.status == ReleaseStatus.QUEUED,
+        ReleaseRow.dispatched_at.is_(None),
+    )
+    .order_by(ReleaseRow.queue_seq)
+    .limit(1)
+)
+
 
 class Repository:
     """Queries over one open session."""
@@ -60,6 +112,11 @@ class Repository:
         self, project: str, name: str, *, lock: bool = False
     ) -> tuple[ProjectRow, EnvironmentRow]:
         """The environment ``project/name``; ``lock`` takes its row lock for this transaction."""
+        # one round trip on the hot path (submit); the slow path below names what exists
+        joined = _ENV_BY_NAMES.with_for_update(of=EnvironmentRow) if lock else _ENV_BY_NAMES
+        found = self.s.execute(joined, {"project": project, "name": name}).first()
+        if found is not None:
+            return found[0], found[1]
         prow = self.project(project)
         query = select(EnvironmentRow).where(
             EnvironmentRow.project_id == prow.id, EnvironmentRow.name == name
@@ -79,15 +136,11 @@ class Repository:
     def environment_by_id(
         self, env_id: int, *, lock: bool = False
     ) -> tuple[ProjectRow, EnvironmentRow]:
-        query = select(EnvironmentRow).where(EnvironmentRow.id == env_id)
-        if lock:
-            query = query.with_for_update()
-        env = self.s.scalar(query)
-        if env is None:
+        query = _ENV_BY_ID.with_for_update(of=EnvironmentRow) if lock else _ENV_BY_ID
+        found = self.s.execute(query, {"env_id": env_id}).first()
+        if found is None:
             raise NotFound(f"unknown environment id {env_id}")
-        prow = self.s.get(ProjectRow, env.project_id)
-        assert prow is not None
-        return prow, env
+        return found[0], found[1]
 
     def environments(self, project: str | None = None) -> list[tuple[ProjectRow, EnvironmentRow]]:
         query = (
@@ -113,9 +166,14 @@ class Repository:
             )
         )
 
-    def resolve_resource(self, project: ProjectRow, ref: str) -> ResourceRow:
-        """``TYPE/NAME``, or a bare ``NAME`` when unique in the project (SPEC §1)."""
-        rows = self.resources(project)
+    def resolve_resource(
+        self, project: ProjectRow, ref: str, rows: Sequence[ResourceRow] | None = None
+    ) -> ResourceRow:
+        """``TYPE/NAME``, or a bare ``NAME`` when unique in the project (SPEC §1).
+
+        ``rows``: the project's :meth:`resources`, when the caller already has them.
+        """
+        rows = self.resources(project) if rows is None else rows
         if "/" in ref:
             rtype, _, name = ref.partition("/")
             found = [r for r in rows if r.rtype == rtype and r.name == name]
@@ -212,6 +270,29 @@ class Repository:
             )
         return row
 
+    def release_with_names(self, release_id: int) -> tuple[ReleaseRow, str, str]:
+        """The release row with its project and environment names, in one query."""
+        found = self.s.execute(_RELEASE_WITH_NAMES, {"release_id": release_id}).first()
+        if found is None:
+            self.release_row(release_id)  # raises NotFound with a hint
+        assert found is not None
+        return found[0], found[1], found[2]
+
+    def has_waiting(self, env_id: int) -> bool:
+        """Whether any release of the environment is queued and not yet dispatched."""
+        return self.s.scalar(_HAS_WAITING, {"env_id": env_id}) is not None
+
+    def loaded_release_row(self, release_id: int) -> ReleaseRow:
+        """The release row as already loaded in this session (no query when it is)."""
+        row = self.s.get(ReleaseRow, release_id)
+        if row is None:
+            return self.release_row(release_id)
+        return row
+
+    def release_of_row(self, row: ReleaseRow, project: str, environment: str) -> Release:
+        """The domain release of a row loaded in this transaction (with its position)."""
+        return convert.release_of(row, project, environment, position=self.queue_position(row))
+
     def names_of(self, env_id: int) -> tuple[str, str]:
         row = self.s.execute(
             select(ProjectRow.name, EnvironmentRow.name)
@@ -295,27 +376,14 @@ class Repository:
 
     def running_rows(self, env_id: int) -> list[ReleaseRow]:
         """Running releases and queued ones already dispatched to a worker."""
-        return list(
-            self.s.scalars(
-                select(ReleaseRow)
-                .where(
-                    ReleaseRow.environment_id == env_id,
-                    or_(
-                        ReleaseRow.status == ReleaseStatus.RUNNING,
-                        and_(
-                            ReleaseRow.status == ReleaseStatus.QUEUED,
-                            ReleaseRow.dispatched_at.is_not(None),
-                        ),
-                    ),
-                )
-                .order_by(ReleaseRow.id)
-            )
-        )
+        return list(self.s.scalars(_RUNNING_ROWS, {"env_id": env_id}))
 
     def waiting_rows(
         self, env_id: int, *, limit: int | None = None, after_seq: int | None = None
     ) -> list[ReleaseRow]:
         """Queued, not yet dispatched releases in FIFO order."""
+        if limit == 1 and after_seq is None:  # the head of a serial queue: the hot path
+            return list(self.s.scalars(_WAITING_HEAD, {"env_id": env_id}))
         query = (
             select(ReleaseRow)
             .where(
