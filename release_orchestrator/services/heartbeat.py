@@ -42,33 +42,43 @@ class _Beat:
         self.done = False
 
     def beat(self) -> None:
-        """Flush output every second (at most); extend the lease every third of the TTL."""
+        """Extend the lease every third of the TTL; flush output every second (at most).
+
+        The lease goes first: it is what keeps the release alive, and it is one Redis round
+        trip, while the database writes after it may wait behind other writers.
+        """
         now = time.monotonic()
-        if now < self.next_flush:
+        if now < self.next_flush and now < self.next_extend:
             return
-        self.next_flush = now + min(1.0, self.interval)
-        try:
-            self.runner.flush_output()
-        except LeaseLost:
-            self.lose("fenced out")
-            return
-        except Exception:
-            log.debug("output flush failed", exc_info=True)
-        if time.monotonic() < self.next_extend:
-            return
-        self.next_extend = time.monotonic() + self.interval
-        try:
-            if not self.ctx.locks.extend(self.runner.lease):
-                self.lose("state lock lost (expired or broken)")
+        if now >= self.next_extend:
+            self.next_extend = now + self.interval
+            try:
+                if not self.ctx.locks.extend(self.runner.lease):
+                    self.lose("state lock lost (expired or broken)")
+                    return
+                self.last_ok = time.monotonic()
+            except Exception:
+                log.warning("lease extension of release %s failed", self.runner.release_id,
+                            exc_info=True)
+                if time.monotonic() - self.last_ok > self.ttl:
+                    self.lose("lease extension failing for longer than the lease TTL")
+                    return
+            try:
+                self.runner.heartbeat()
+            except LeaseLost:
+                self.lose("fenced out")
                 return
-            self.runner.heartbeat()
-            self.last_ok = time.monotonic()
-        except LeaseLost:
-            self.lose("fenced out")
-        except Exception:
-            log.warning("heartbeat of release %s failed", self.runner.release_id, exc_info=True)
-            if time.monotonic() - self.last_ok > self.ttl:
-                self.lose("heartbeat failing for longer than the lease TTL")
+            except Exception:
+                log.warning("heartbeat of release %s not recorded", self.runner.release_id,
+                            exc_info=True)
+        if time.monotonic() >= self.next_flush:
+            self.next_flush = time.monotonic() + min(1.0, self.interval)
+            try:
+                self.runner.flush_output()
+            except LeaseLost:
+                self.lose("fenced out")
+            except Exception:
+                log.debug("output flush failed", exc_info=True)
 
     def lose(self, why: str) -> None:
         log.error("release %s: %s; stopping it", self.runner.release_id, why)
@@ -110,7 +120,8 @@ class _Heartbeats:
             with self._lock:
                 while not self._beats:
                     self._wake.wait()
-                wait = min(b.next_flush for b in self._beats.values()) - time.monotonic()
+                wait = min(min(b.next_flush, b.next_extend) for b in self._beats.values()) - (
+                    time.monotonic())
                 if wait > 0:  # add() wakes us: a new release may be due sooner
                     self._wake.wait(min(wait, 1.0))
                     continue
