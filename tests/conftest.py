@@ -109,7 +109,7 @@ class Stack:
         self.env.update({
             "RELO_DATABASE_URL": settings.pop("database_url", f"sqlite:///{tmp_path / 'relo.db'}"),
             "RELO_REDIS_URL": redis_url(),
-            "RELO_LOCK_TTL": str(settings.pop("lock_ttl", 6)),
+            "RELO_LOCK_TTL": str(settings.pop("lock_ttl", 10)),
             "RELO_SCHEDULE_TICK": str(settings.pop("schedule_tick", 1)),
             "RELO_FOLLOW_INTERVAL": "1",
             "RELO_REDISPATCH_AFTER": str(settings.pop("redispatch_after", 5)),
