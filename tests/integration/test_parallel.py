@@ -107,6 +107,8 @@ def test_max_parallel_caps_running_releases(slow_stack: Stack) -> None:
 
 def test_full_release_waits_for_running_selective_and_blocks_later_ones(slow_stack) -> None:
     s = slow_stack
+    s.cli("resource", "set", "-p", "shop", "-e", "prod", "service/payments",
+          "deploy_seconds=6", check=True)  # still running while we look at the queue
     first = selective(s, "prod", "service/payments")
     s.wait_status(first, {"running"})
     full = s.client.submit("shop", "prod", "full", force=True).id
