@@ -20,12 +20,12 @@ run: install
 	$(BIN)/relo blueprint apply -f examples/shop/shop.yaml
 	$(BIN)/relo up
 
-# Integration tests mostly wait on real worker processes: three pytest workers (each with its
+# Integration tests mostly wait on real worker processes: four pytest workers (each with its
 # own Redis database, see tests/conftest.py) keep the suite well under ten minutes on 2 cores.
 test: install
 	$(BIN)/ruff check release_orchestrator workers tests benchmarks celeryconfig.py
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -m "not slow" -n 3 --dist load
+	$(BIN)/python -m pytest -q -m "not slow" -n 4 --dist load --durations=25
 
 lint: install
 	$(BIN)/ruff check release_orchestrator workers tests benchmarks celeryconfig.py
