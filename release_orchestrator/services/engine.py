@@ -25,13 +25,21 @@ from ..domain.names import env_key, resource_key
 from ..executors import StepContext, StepResult, get_executor
 from ..executors.registry import UnknownExecutor
 from ..locks import Lease, LockConflictError, LockRequest, LockStoreUnavailable
-from ..policy.plan import PlanError, ResourceView, dependency_order, plan_release
+from ..policy.plan import PlanError, PlannedStep, ResourceView, dependency_order, plan_release
 from ..storage.convert import sync_of
 from ..storage.repository import Repository
-from ..storage.tables import ReleaseRow, ResourceStateRow, StepRow
+from ..storage.tables import (
+    EnvironmentRow,
+    ProjectRow,
+    ReleaseRow,
+    ResourceRow,
+    ResourceStateRow,
+    StepRow,
+)
 from .context import Context
 from .dispatch import Dispatch, decide_and_mark, evaluate, send
 from .heartbeat import Heartbeat, LeaseLost
+from .snapshot import lock_infos
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +56,20 @@ class ResourceDef:
     desired: dict[str, Any]
     applied: dict[str, Any] | None
     sync: SyncStatus
+
+
+@dataclass(frozen=True)
+class _StepRecord:
+    """A finished step whose outcome is not written yet."""
+
+    job: Job
+    res: ResourceDef
+    seq: int
+    action: Action
+    phase: StepPhase
+    result: StepResult
+    desired: dict[str, Any] | None
+    at: datetime
 
 
 @dataclass
@@ -70,9 +92,13 @@ class Job:
 def execute(ctx: Context, release_id: int, worker: str) -> str:
     """Run one release if it is ours to run. Returns a short outcome for the task result."""
     with ctx.db.session(write=False) as s:
-        row, project, environment = Repository(s).release_with_names(release_id)
+        repo = Repository(s)
+        row, prow, erow = repo.release_with_environment(release_id)
         if row.status != ReleaseStatus.QUEUED or row.dispatched_at is None:
             return f"skipped: release {release_id} is {row.status}"
+        # definitions, not state: read here rather than while holding the write lock
+        resources = repo.resources(prow)
+        project, environment = prow.name, erow.name
         env_id = row.environment_id
         whole = ReleaseType(row.type).needs_whole_environment
         targets = tuple(t["resource"] for t in row.targets)
@@ -96,39 +122,26 @@ def execute(ctx: Context, release_id: int, worker: str) -> str:
             evaluate(ctx, env_id)
         return f"requeued: {exc}"
     now = ctx.clock.now()
-    with ctx.db.session() as s:
-        repo = Repository(s)
-        claimed = repo.set_status(
-            release_id,
-            ReleaseStatus.QUEUED,
-            ReleaseStatus.RUNNING,
-            started_at=now,
-            heartbeat_at=now,
-            worker=worker,
-            fencing_token=lease.fencing_token,
-            lock_owner=owner,
-            queue_seq=None,
-        )
-        if claimed:
-            repo.event(
-                at=now,
-                actor=worker,
-                kind="started",
-                project=project,
-                environment=environment,
-                release_id=release_id,
-                message=f"release {release_id} started on {worker} "
-                f"(fencing token {lease.fencing_token})",
-            )
+    runner = Runner(ctx, release_id, lease, worker, row=row)
+    job: Job | None = None
+    try:
+        with ctx.db.session() as s:
+            repo = Repository(s)
+            claimed = _claim(repo, release_id, now, worker, lease, project, environment)
+            if claimed:  # what the runner needs, read in the claiming transaction
+                job = runner.build_job(repo, row, prow, erow, resources)
+                runner.start_first_step(repo, job, now)
+    except BaseException:
+        ctx.locks.release(lease)
+        raise
     if not claimed:
         ctx.locks.release(lease)
         return f"skipped: release {release_id} was claimed elsewhere or cancelled"
-    runner = Runner(ctx, release_id, lease, worker, row=row)
     heartbeat = Heartbeat(ctx, runner)
     runner.heartbeat_handle = heartbeat
     heartbeat.start()
     try:
-        outcome = runner.run()
+        outcome = runner.run(job)
     except LeaseLost as exc:
         outcome = f"lease lost: {exc}"
         log.warning("release %s: %s", release_id, outcome)
@@ -142,6 +155,41 @@ def execute(ctx: Context, release_id: int, worker: str) -> str:
     else:  # the finishing transaction already started what may start now
         send(ctx, runner.dispatches)
     return outcome
+
+
+def _claim(
+    repo: Repository,
+    release_id: int,
+    now: datetime,
+    worker: str,
+    lease: Lease,
+    project: str,
+    environment: str,
+) -> bool:
+    """Compare-and-set ``queued`` → ``running`` under this lease (a duplicate is a no-op)."""
+    claimed = repo.set_status(
+        release_id,
+        ReleaseStatus.QUEUED,
+        ReleaseStatus.RUNNING,
+        started_at=now,
+        heartbeat_at=now,
+        worker=worker,
+        fencing_token=lease.fencing_token,
+        lock_owner=lease.owner,
+        queue_seq=None,
+    )
+    if claimed:
+        repo.event(
+            at=now,
+            actor=worker,
+            kind="started",
+            project=project,
+            environment=environment,
+            release_id=release_id,
+            message=f"release {release_id} started on {worker} "
+            f"(fencing token {lease.fencing_token})",
+        )
+    return claimed
 
 
 def _undispatch(ctx: Context, release_id: int, why: str) -> None:
@@ -186,6 +234,10 @@ class Runner:
         #: What the finishing transaction dispatched (None: it did not evaluate the queue).
         self.dispatches: list[Dispatch] | None = None
         self._step_ids: dict[int, int] = {}
+        self._pending: _StepRecord | None = None
+        #: The plan, when made in the claiming transaction with the first step's row.
+        self._plan: list[PlannedStep] | None = None
+        self._started: tuple[str, Action] | None = None
         self.cancel = threading.Event()
         self.lost = threading.Event()
         self.seq = 0
@@ -232,41 +284,55 @@ class Runner:
             repo = Repository(s)
             row = self.row if self.row is not None else repo.release_row(self.release_id)
             project, env = repo.environment_by_id(row.environment_id)
-            job = Job(
-                release_id=row.id,
-                env_id=env.id,
-                project=project.name,
-                environment=env.name,
-                type=ReleaseType(row.type),
-                targets=[(t["resource"], Action(t["action"])) for t in row.targets],
-                refresh=row.refresh,
-                force=row.force,
-                allow_destroy=row.allow_destroy,
-                no_rollback=row.no_rollback,
-                extra_args=tuple(row.extra_args or ()),
-                extra_vars=dict(row.extra_vars or {}),
+            return self.build_job(repo, row, project, env)
+
+    def build_job(
+        self,
+        repo: Repository,
+        row: ReleaseRow,
+        project: ProjectRow,
+        env: EnvironmentRow,
+        resources: list[ResourceRow] | None = None,
+    ) -> Job:
+        """The release with its environment's resources and their states (read in ``repo``;
+        ``resources``: the project's resource definitions, when already read)."""
+        job = Job(
+            release_id=row.id,
+            env_id=env.id,
+            project=project.name,
+            environment=env.name,
+            type=ReleaseType(row.type),
+            targets=[(t["resource"], Action(t["action"])) for t in row.targets],
+            refresh=row.refresh,
+            force=row.force,
+            allow_destroy=row.allow_destroy,
+            no_rollback=row.no_rollback,
+            extra_args=tuple(row.extra_args or ()),
+            extra_vars=dict(row.extra_vars or {}),
+        )
+        states = repo.states(env)
+        for res in repo.resources(project) if resources is None else resources:
+            state = states.get(res.id) or repo.state(env, res)
+            key = resource_key(res.rtype, res.name)
+            job.resources[key] = ResourceDef(
+                key=key,
+                resource_id=res.id,
+                state_id=state.id,
+                executor=res.executor,
+                config=dict(res.config),
+                timeout=res.timeout,
+                depends_on=tuple(res.depends_on or ()),
+                desired=dict(state.desired_spec),
+                applied=dict(state.applied_spec) if state.applied_spec is not None else None,
+                sync=sync_of(state),
             )
-            states = repo.states(env)
-            for res in repo.resources(project):
-                state = states.get(res.id) or repo.state(env, res)
-                key = resource_key(res.rtype, res.name)
-                job.resources[key] = ResourceDef(
-                    key=key,
-                    resource_id=res.id,
-                    state_id=state.id,
-                    executor=res.executor,
-                    config=dict(res.config),
-                    timeout=res.timeout,
-                    depends_on=tuple(res.depends_on or ()),
-                    desired=dict(state.desired_spec),
-                    applied=dict(state.applied_spec) if state.applied_spec is not None else None,
-                    sync=sync_of(state),
-                )
         return job
 
     # -- the release ---------------------------------------------------------------------
-    def run(self) -> str:
-        job = self._load()
+    def run(self, job: Job | None = None) -> str:
+        """Run the release (``job``: as loaded by :meth:`build_job` at the claim)."""
+        if job is None:
+            job = self._load()
         missing = [k for k, _ in job.targets if k not in job.resources]
         if missing:
             return self._finish(
@@ -288,13 +354,7 @@ class Runner:
                         job, ReleaseStatus.FAILED, f"refresh of {key} failed: {result.error}"
                     )
         try:
-            plan = plan_release(
-                job.type,
-                [self._view(r) for r in job.resources.values()],
-                targets=job.targets,
-                force=job.force,
-                allow_destroy=job.allow_destroy,
-            )
+            plan = self._plan if self._plan is not None else self.plan(job)
         except PlanError as exc:
             return self._finish(job, ReleaseStatus.FAILED, str(exc))
         done: list[tuple[str, Action, dict[str, Any] | None]] = []
@@ -332,6 +392,44 @@ class Runner:
             job, ReleaseStatus.ROLLED_BACK, f"{failure}; rolled back {len(done)} step(s)"
         )
 
+    def plan(self, job: Job) -> list[PlannedStep]:
+        return plan_release(
+            job.type,
+            [self._view(r) for r in job.resources.values()],
+            targets=job.targets,
+            force=job.force,
+            allow_destroy=job.allow_destroy,
+        )
+
+    def start_first_step(self, repo: Repository, job: Job, now: datetime) -> None:
+        """In the claiming transaction: plan, and record the first step as started.
+
+        The first step then needs no write transaction of its own (a release with nothing
+        to refresh first; otherwise :meth:`run` plans after the refresh steps).
+        """
+        if job.refresh or any(key not in job.resources for key, _ in job.targets):
+            return
+        try:
+            plan = self.plan(job)
+        except PlanError:
+            return  # run() fails the release with the error
+        self._plan = plan
+        if not plan:
+            return
+        first = plan[0]
+        self.seq = 1
+        self._step_ids[1] = repo.add_step(
+            release_id=job.release_id,
+            seq=1,
+            resource=first.resource,
+            action=str(first.action),
+            phase=str(StepPhase.FORWARD),
+            status=str(StepStatus.RUNNING),
+            started_at=now,
+            output="",
+        )
+        self._started = (first.resource, first.action)
+
     @staticmethod
     def _view(r: ResourceDef) -> ResourceView:
         return ResourceView(
@@ -349,25 +447,27 @@ class Runner:
         if self.cancel.is_set():
             raise LeaseLost("lease lost before the next step")
         res = job.resources[key]
-        self.seq += 1
-        seq = self.seq
-        now = self.ctx.clock.now()
-        with self.ctx.db.session() as s:
-            repo = Repository(s)
-            self._check(repo)
-            step = StepRow(
-                release_id=job.release_id,
-                seq=seq,
-                resource=key,
-                action=str(action),
-                phase=str(phase),
-                status=str(StepStatus.RUNNING),
-                started_at=now,
-                output="",
-            )
-            s.add(step)
-            s.flush()
-            self._step_ids[seq] = step.id
+        if self._started == (key, action) and phase is StepPhase.FORWARD:
+            seq = 1  # its row was written by the claiming transaction
+        else:
+            self.seq += 1
+            seq = self.seq
+            now = self.ctx.clock.now()
+            with self.ctx.db.session() as s:
+                repo = Repository(s)
+                self._check(repo)
+                self._write_pending(repo)
+                self._step_ids[seq] = repo.add_step(
+                    release_id=job.release_id,
+                    seq=seq,
+                    resource=key,
+                    action=str(action),
+                    phase=str(phase),
+                    status=str(StepStatus.RUNNING),
+                    started_at=now,
+                    output="",
+                )
+        self._started = None
         desired = (
             spec if spec is not None else (res.applied if action is Action.DESTROY else res.desired)
         )
@@ -417,59 +517,87 @@ class Runner:
         result: StepResult,
         desired: dict[str, Any] | None,
     ) -> None:
-        now = self.ctx.clock.now()
-        with self.ctx.db.session() as s:
-            repo = Repository(s)
-            self._check(repo)
-            step = s.get(StepRow, self._step_ids[seq])
-            assert step is not None
-            step.status = str(StepStatus.SUCCEEDED if result.ok else StepStatus.FAILED)
-            step.finished_at = now
-            step.exit_code = result.exit_code
-            step.error = result.error
-            step.output = result.output
-            state = s.get(ResourceStateRow, res.state_id)
-            assert state is not None
-            if state.fence > self.token:
-                raise LeaseLost(f"{res.key} was written by a newer release")
-            state.fence = self.token
-            state.last_release_id = job.release_id
-            state.updated_at = now
-            if result.ok:
-                if action is Action.APPLY:
-                    state.applied_spec = desired
-                    state.ever_applied = True
-                    state.unknown = False
-                    state.degraded = False
-                elif action is Action.DESTROY:
-                    state.applied_spec = None
-                    state.unknown = False
-                    state.degraded = False
-                else:
-                    state.applied_spec = result.observed_spec
-                    state.ever_applied = state.ever_applied or result.observed_spec is not None
-                    state.unknown = False
-            elif phase is StepPhase.ROLLBACK:
-                state.unknown = True
-                state.degraded = True
-            elif action is not Action.REFRESH:
-                state.degraded = True
-            res.applied = dict(state.applied_spec) if state.applied_spec is not None else None
-            res.sync = sync_of(state)
+        """Record a step's outcome and its resource's new state.
+
+        A refresh is written at once (planning reads its result); any other step is written
+        by the next transaction of this release (the next step's, or the finishing one):
+        one write transaction less per step. The applied spec the next steps need (a
+        rollback's destroy) is known now.
+        """
+        record = _StepRecord(job, res, seq, action, phase, result, desired, self.ctx.clock.now())
+        if action is Action.REFRESH:
+            with self.ctx.db.session() as s:
+                repo = Repository(s)
+                self._check(repo)
+                self._write(repo, record)
+            return
+        if result.ok and action is Action.APPLY:
+            res.applied = dict(desired) if desired is not None else None
+        elif result.ok and action is Action.DESTROY:
+            res.applied = None
+        self._pending = record
+
+    def _write_pending(self, repo: Repository) -> None:
+        """Write the deferred outcome of the previous step (call after the fence check)."""
+        record, self._pending = self._pending, None
+        if record is not None:
+            self._write(repo, record)
+
+    def _write(self, repo: Repository, record: _StepRecord) -> None:
+        job, res, action, phase = record.job, record.res, record.action, record.phase
+        result, desired, now = record.result, record.desired, record.at
+        repo.update_step(
+            self._step_ids[record.seq],
+            status=str(StepStatus.SUCCEEDED if result.ok else StepStatus.FAILED),
+            finished_at=now,
+            exit_code=result.exit_code,
+            error=result.error,
+            output=result.output,
+        )
+        state = repo.s.get(ResourceStateRow, res.state_id)
+        assert state is not None
+        if state.fence > self.token:
+            raise LeaseLost(f"{res.key} was written by a newer release")
+        state.fence = self.token
+        state.last_release_id = job.release_id
+        state.updated_at = now
+        if result.ok:
+            if action is Action.APPLY:
+                state.applied_spec = desired
+                state.ever_applied = True
+                state.unknown = False
+                state.degraded = False
+            elif action is Action.DESTROY:
+                state.applied_spec = None
+                state.unknown = False
+                state.degraded = False
+            else:
+                state.applied_spec = result.observed_spec
+                state.ever_applied = state.ever_applied or result.observed_spec is not None
+                state.unknown = False
+        elif phase is StepPhase.ROLLBACK:
+            state.unknown = True
+            state.degraded = True
+        elif action is not Action.REFRESH:
+            state.degraded = True
+        res.applied = dict(state.applied_spec) if state.applied_spec is not None else None
+        res.sync = sync_of(state)
 
     def _finish(self, job: Job, status: ReleaseStatus, error: str | None) -> str:
         """Record the end and, in the same transaction, start what may start next.
 
-        The environment row is locked first (the order every dispatching transaction uses),
-        the heartbeat is stopped before it (its writes would wait for this transaction), the
-        locks are released before the admission decision so that it does not see them,
-        and the end of this release is committed together with the next dispatches: one
-        write transaction instead of two. If the commit fails the release stays ``running``
-        without locks and the reconciler ends it as a lost worker's.
+        Before the transaction, so that no Redis round trip happens while holding the
+        database's write lock: the heartbeat stops (its own writes would wait for this
+        transaction), the state locks are released (nothing conflicting can be dispatched
+        while the database still says ``running``), and the environment's remaining locks
+        are read for the admission decision. In the transaction the environment row is locked
+        first (the order every dispatching transaction uses), and the end of this release is
+        committed together with the next dispatches. If the commit fails the release stays
+        ``running`` without locks and the reconciler ends it as a lost worker's.
         """
         now = self.ctx.clock.now()
-        # before the transaction: the heartbeat's own writes would wait for it
-        self.stop_heartbeat()
+        self.unlock()
+        locks = lock_infos(self.ctx, env_key(job.project, job.environment))
         with self.ctx.db.session() as s:
             repo = Repository(s)
             project, env = repo.environment_by_id(job.env_id, lock=True)
@@ -477,6 +605,7 @@ class Runner:
                 job.release_id, self.token, status=str(status), finished_at=now, error=error
             ):
                 raise LeaseLost("fenced out at finish")
+            self._write_pending(repo)
             if status is ReleaseStatus.SUCCEEDED and job.type in (
                 ReleaseType.LAUNCH,
                 ReleaseType.FULL,
@@ -491,10 +620,9 @@ class Runner:
                 release_id=job.release_id,
                 message=f"release {job.release_id} {status}" + (f": {error}" if error else ""),
             )
-            self.unlock()
             dispatches: list[Dispatch] = []
             if repo.has_waiting(env.id):
-                _, dispatches = decide_and_mark(self.ctx, repo, project, env, now)
+                _, dispatches = decide_and_mark(self.ctx, repo, project, env, now, locks)
             self.dispatches = dispatches
         return str(status)
 

@@ -11,7 +11,6 @@ from ..domain.names import env_key
 from ..errors import InvalidRequest, ReleaseFailed, StateLockError
 from ..policy.admission import Code, Reason, conflicts, decide
 from ..storage.repository import Repository
-from ..storage.tables import ReleaseRow
 from .context import Context
 from .dispatch import Dispatch, decide_and_mark, evaluate, send
 from .explain import explain
@@ -80,6 +79,7 @@ def submit(ctx: Context, req: ReleaseRequest) -> Release:
     actor = req.triggered_by or ctx.actor
     # The Redis round trip happens before the write transaction, not while holding it.
     locks = lock_infos(ctx, env_key(req.project, req.environment))
+    recorded: tuple[str, str] | None = None
     release: Release | None = None
     started = False
     with ctx.db.session() as s:
@@ -105,27 +105,25 @@ def submit(ctx: Context, req: ReleaseRequest) -> Release:
         status = ReleaseStatus.QUEUED
         if plan_error is None and env.approval_required:
             status = ReleaseStatus.PENDING_APPROVAL
-        row = repo.add_release(
-            ReleaseRow(
-                environment_id=env.id,
-                type=str(req.type),
-                status=str(ReleaseStatus.FAILED if plan_error else status),
-                queue_seq=repo.next_queue_seq(env) if status is ReleaseStatus.QUEUED else None,
-                refresh=req.refresh,
-                force=req.force,
-                allow_destroy=req.allow_destroy,
-                no_rollback=req.no_rollback,
-                comment=req.comment,
-                triggered_by=actor,
-                trigger=str(req.trigger),
-                targets=targets,
-                extra_args=list(req.extra_args),
-                extra_vars=dict(req.extra_vars),
-                created_at=now,
-                finished_at=now if plan_error else None,
-                error=plan_error,
-                dispatch_count=0,
-            )
+        release_id = repo.insert_release(
+            environment_id=env.id,
+            type=str(req.type),
+            status=str(ReleaseStatus.FAILED if plan_error else status),
+            queue_seq=repo.next_queue_seq(env) if status is ReleaseStatus.QUEUED else None,
+            refresh=req.refresh,
+            force=req.force,
+            allow_destroy=req.allow_destroy,
+            no_rollback=req.no_rollback,
+            comment=req.comment,
+            triggered_by=actor,
+            trigger=str(req.trigger),
+            targets=targets,
+            extra_args=list(req.extra_args),
+            extra_vars=dict(req.extra_vars),
+            created_at=now,
+            finished_at=now if plan_error else None,
+            error=plan_error,
+            dispatch_count=0,
         )
         repo.event(
             at=now,
@@ -133,8 +131,8 @@ def submit(ctx: Context, req: ReleaseRequest) -> Release:
             kind="submitted",
             project=project.name,
             environment=env.name,
-            release_id=row.id,
-            message=f"{req.type} release {row.id} submitted ({status})",
+            release_id=release_id,
+            message=f"{req.type} release {release_id} submitted ({status})",
             data={"type": str(req.type), "trigger": str(req.trigger), "targets": targets},
         )
         if plan_error:
@@ -144,20 +142,18 @@ def submit(ctx: Context, req: ReleaseRequest) -> Release:
                 kind="failed",
                 project=project.name,
                 environment=env.name,
-                release_id=row.id,
+                release_id=release_id,
                 message=plan_error,
             )
-            release_id = row.id
             dispatches: list[Dispatch] = []
         else:
             decision, dispatches = decide_and_mark(ctx, repo, project, env, now, locks)
-            release_id = row.id
             started = release_id in decision.start
             reasons = decision.reasons(release_id)
-            if req.fail_on_conflict and release_id not in decision.start and not reasons:
-                # the dispatcher's snapshot stops at the head of the queue: a release further
-                # back has no reasons there, so ask the policy about the whole queue
-                locks = lock_infos(ctx, env_key(project.name, env.name))
+            if req.fail_on_conflict and not started:
+                # the dispatcher's snapshot holds only what can start now (the head of a
+                # serial queue, one release per distinct claim): its reasons for a held
+                # release may be partial, so ask the policy about the whole queue
                 snapshot = build_snapshot(repo, project, env, now, locks, full_queue=True)
                 reasons = decide(snapshot).reasons(release_id)
             blocking = conflicts(reasons)
@@ -183,14 +179,23 @@ def submit(ctx: Context, req: ReleaseRequest) -> Release:
                 failed_conflict = message
             else:
                 failed_conflict = None
-                # what the caller gets back, read in this transaction instead of a new one
-                release = repo.release_of_row(row, project.name, env.name)
+                recorded = (project.name, env.name)
+                if started and not (env.parallel_releases and not env.approval_required):
+                    # one at a time: a release that starts is alone at the head of the queue
+                    # (and its row is in the session: the decision read it)
+                    row = repo.loaded_release_row(release_id)
+                    release = repo.release_of_row(row, *recorded, position=1)
     send(ctx, dispatches)
-    if release is None:  # failed at once: re-read what the transaction recorded
+    if recorded is None:  # failed at once: re-read what the transaction recorded
         release = get(ctx, release_id, with_steps=False)
-    elif not started:
-        holds = explain(ctx, release.project, release.environment, only={release_id})
-        release = release.model_copy(update={"held": holds.get(release_id, [])})
+    elif release is None:
+        # read after publishing, off the dispatch path
+        with ctx.db.session(write=False) as s:
+            repo = Repository(s)
+            release = repo.release_of_row(repo.release_row(release_id), *recorded)
+        if not started:
+            holds = explain(ctx, release.project, release.environment, only={release_id})
+            release = release.model_copy(update={"held": holds.get(release_id, [])})
     if plan_error:
         raise ReleaseFailed(f"release {release_id} failed: {plan_error}", release=release)
     if failed_conflict:

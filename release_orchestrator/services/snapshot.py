@@ -67,6 +67,8 @@ def windows_of(repo: Repository, env_id: int) -> list[Window]:
 
 
 def window_hold(repo: Repository, env_id: int, now: datetime) -> WindowHold | None:
+    if not repo.may_have_windows(env_id):
+        return None
     windows = windows_of(repo, env_id)
     if not windows:
         return None
@@ -112,10 +114,11 @@ def build_snapshot(
 ) -> Snapshot:
     """The environment as the policy sees it.
 
-    With ``full_queue`` every queued release is included (diagnose); otherwise only the
-    prefix of the queue that can matter for what starts now (the dispatcher's hot path):
-    nothing beyond the head when parallel is off, and paging stops once the cap is reached
-    or a whole-environment release is held (everything after it waits behind it).
+    With ``full_queue`` every queued release is included (diagnose, explain); otherwise only
+    the releases that can matter for what starts now (the dispatcher's hot path): the head
+    when parallel is off; with parallel on, the first release of each distinct claim up to
+    the first whole-environment one (see :func:`_queue_prefix`). The decision's ``start`` is
+    then the same as over the full queue; its reasons for held releases may be partial.
     """
     running = tuple(claim_of(r) for r in repo.running_rows(env.id))
     parallel = env.parallel_releases and not env.approval_required
@@ -143,9 +146,31 @@ def build_snapshot(
 def _queue_prefix(
     repo: Repository, env: EnvironmentRow, running: tuple[Claim, ...]
 ) -> tuple[Claim, ...]:
+    """The waiting releases that can matter for what starts now (parallel releases on).
+
+    A release that needs exactly what an earlier waiting one needs is held by it and holds
+    nothing that one does not, so only the first release of each distinct claim is read
+    (:meth:`Repository.waiting_heads`): the decision's ``start`` is the same as over the
+    whole queue, at a cost that does not grow with the queue's length. Everything after the
+    first whole-environment release waits behind it.
+    """
     free = env.max_parallel_releases - len(running)
     if free <= 0:
         return ()
+    heads = repo.waiting_heads(env.id)
+    if heads is not None:
+        out: list[Claim] = []
+        for row in heads:
+            claim = claim_of(row)
+            out.append(claim)
+            if claim.whole:
+                break
+        return tuple(out)
+    return _paged_prefix(repo, env)
+
+
+def _paged_prefix(repo: Repository, env: EnvironmentRow) -> tuple[Claim, ...]:
+    """The queue read page by page up to its first whole-environment release."""
     out: list[Claim] = []
     after: int | None = None
     while True:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, text, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from ..domain import (
@@ -27,6 +28,7 @@ from ..domain.names import resource_key
 from ..errors import InvalidRequest, NotFound, not_found
 from . import convert
 from .tables import (
+    WAITING_SQL,
     EnvironmentRow,
     EventRow,
     ProjectRow,
@@ -41,21 +43,70 @@ ACTIVE = (ReleaseStatus.PENDING_APPROVAL, ReleaseStatus.QUEUED, ReleaseStatus.RU
 
 # Statements of the dispatch hot path, built once (building a select costs as much as running
 # it on SQLite).
+_HAS_WINDOWS = (
+    select(WindowRow.id)
+    .where(WindowRow.environment_id == EnvironmentRow.id)
+    .correlate(EnvironmentRow)
+    .exists()
+)
 _ENV_BY_NAMES = (
-    select(ProjectRow, EnvironmentRow)
+    select(ProjectRow, EnvironmentRow, _HAS_WINDOWS)
     .join(EnvironmentRow, EnvironmentRow.project_id == ProjectRow.id)
     .where(ProjectRow.name == bindparam("project"), EnvironmentRow.name == bindparam("name"))
 )
 _ENV_BY_ID = (
-    select(ProjectRow, EnvironmentRow)
+    select(ProjectRow, EnvironmentRow, _HAS_WINDOWS)
     .join(EnvironmentRow, EnvironmentRow.project_id == ProjectRow.id)
     .where(EnvironmentRow.id == bindparam("env_id"))
 )
-_RELEASE_WITH_NAMES = (
-    select(ReleaseRow, ProjectRow.name, EnvironmentRow.name)
+_RELEASE_WITH_ENV = (
+    select(ReleaseRow, ProjectRow, EnvironmentRow)
     .join(EnvironmentRow, EnvironmentRow.id == ReleaseRow.environment_id)
     .join(ProjectRow, ProjectRow.id == EnvironmentRow.project_id)
     .where(ReleaseRow.id == bindparam("release_id"))
+)
+_EVENTS = cast(Table, EventRow.__table__)
+_STEPS = cast(Table, StepRow.__table__)
+_RELEASES = cast(Table, ReleaseRow.__table__)
+_INSERT_EVENT = insert(_EVENTS)
+#: At most this many distinct claims are walked; a queue with more is read page by page.
+HEADS_LIMIT = 500
+# A waiting release without a claim key sorts first in the claim index when there is one:
+# NULL is the smallest value on SQLite and the first value of a descending scan on PostgreSQL.
+_NULL_FIRST_CLAIM = {
+    "sqlite": text(
+        f"SELECT claim_key, queue_seq FROM releases WHERE environment_id = :env_id"
+        f" AND {WAITING_SQL} ORDER BY claim_key LIMIT 1"
+    ),
+    "postgresql": text(
+        f"SELECT claim_key, queue_seq FROM releases WHERE environment_id = :env_id"
+        f" AND {WAITING_SQL} ORDER BY claim_key DESC LIMIT 1"
+    ),
+}
+# A recursive walk over the distinct claim keys of the waiting releases (an index seek per
+# step, on SQLite and PostgreSQL alike), then the first queue position of each.
+_WAITING_R = "r." + WAITING_SQL.replace(" AND ", " AND r.")
+_HEAD_IDS = text(
+    f"""
+    WITH RECURSIVE heads(claim_key, n) AS (
+        SELECT (SELECT r.claim_key FROM releases r
+                 WHERE r.environment_id = :env_id AND {_WAITING_R}
+                   AND r.claim_key IS NOT NULL
+                 ORDER BY r.claim_key LIMIT 1), 1
+        UNION ALL
+        SELECT (SELECT r.claim_key FROM releases r
+                 WHERE r.environment_id = :env_id AND {_WAITING_R}
+                   AND r.claim_key > h.claim_key
+                 ORDER BY r.claim_key LIMIT 1), h.n + 1
+          FROM heads h
+         WHERE h.claim_key IS NOT NULL AND h.n < :limit
+    )
+    SELECT (SELECT r.id FROM releases r
+             WHERE r.environment_id = :env_id AND {_WAITING_R} AND r.claim_key = h.claim_key
+             ORDER BY r.queue_seq LIMIT 1)
+      FROM heads h
+     WHERE h.claim_key IS NOT NULL
+    """
 )
 _HAS_WAITING = (
     select(ReleaseRow.id)
@@ -97,6 +148,20 @@ class Repository:
 
     def __init__(self, session: Session) -> None:
         self.s = session
+        #: Environments this transaction found without windows (see :meth:`may_have_windows`).
+        self._windowless: set[int] = set()
+
+    def _seen(self, found: Any) -> tuple[ProjectRow, EnvironmentRow]:
+        if not found[2]:
+            self._windowless.add(found[1].id)
+        return found[0], found[1]
+
+    def may_have_windows(self, env_id: int) -> bool:
+        """False when this transaction read the environment and it had no windows (one
+        query less per admission decision for the common window-less environment)."""
+        if env_id not in self._windowless:
+            return True
+        return any(isinstance(obj, WindowRow) for obj in self.s.new)
 
     # -- projects and environments -----------------------------------------------------
     def project(self, name: str) -> ProjectRow:
@@ -116,7 +181,7 @@ class Repository:
         joined = _ENV_BY_NAMES.with_for_update(of=EnvironmentRow) if lock else _ENV_BY_NAMES
         found = self.s.execute(joined, {"project": project, "name": name}).first()
         if found is not None:
-            return found[0], found[1]
+            return self._seen(found)
         prow = self.project(project)
         query = select(EnvironmentRow).where(
             EnvironmentRow.project_id == prow.id, EnvironmentRow.name == name
@@ -140,7 +205,7 @@ class Repository:
         found = self.s.execute(query, {"env_id": env_id}).first()
         if found is None:
             raise NotFound(f"unknown environment id {env_id}")
-        return found[0], found[1]
+        return self._seen(found)
 
     def environments(self, project: str | None = None) -> list[tuple[ProjectRow, EnvironmentRow]]:
         query = (
@@ -252,6 +317,12 @@ class Repository:
         self.s.flush()
         return row
 
+    def insert_release(self, **values: Any) -> int:
+        """Insert one release row without the unit of work; returns its id."""
+        result = cast(CursorResult[Any], self.s.execute(insert(_RELEASES).values(**values)))
+        assert result.inserted_primary_key is not None
+        return int(result.inserted_primary_key[0])
+
     def next_queue_seq(self, env: EnvironmentRow) -> int:
         """The next FIFO sequence number of ``env`` (call with the environment locked)."""
         env.queue_counter = (env.queue_counter or 0) + 1
@@ -270,9 +341,11 @@ class Repository:
             )
         return row
 
-    def release_with_names(self, release_id: int) -> tuple[ReleaseRow, str, str]:
-        """The release row with its project and environment names, in one query."""
-        found = self.s.execute(_RELEASE_WITH_NAMES, {"release_id": release_id}).first()
+    def release_with_environment(
+        self, release_id: int
+    ) -> tuple[ReleaseRow, ProjectRow, EnvironmentRow]:
+        """The release row with its project and environment rows, in one query."""
+        found = self.s.execute(_RELEASE_WITH_ENV, {"release_id": release_id}).first()
         if found is None:
             self.release_row(release_id)  # raises NotFound with a hint
         assert found is not None
@@ -289,9 +362,13 @@ class Repository:
             return self.release_row(release_id)
         return row
 
-    def release_of_row(self, row: ReleaseRow, project: str, environment: str) -> Release:
-        """The domain release of a row loaded in this transaction (with its position)."""
-        return convert.release_of(row, project, environment, position=self.queue_position(row))
+    def release_of_row(
+        self, row: ReleaseRow, project: str, environment: str, position: int | None = None
+    ) -> Release:
+        """The domain release of a loaded row; its queue position is counted unless given."""
+        if position is None:
+            position = self.queue_position(row)
+        return convert.release_of(row, project, environment, position=position)
 
     def names_of(self, env_id: int) -> tuple[str, str]:
         row = self.s.execute(
@@ -398,6 +475,38 @@ class Repository:
         if limit is not None:
             query = query.limit(limit)
         return list(self.s.scalars(query))
+
+    def waiting_heads(self, env_id: int, limit: int = HEADS_LIMIT) -> list[ReleaseRow] | None:
+        """The earliest waiting release of each distinct claim, in FIFO order.
+
+        A waiting release that needs exactly what an earlier waiting release needs waits
+        behind it whatever else happens, and blocks nothing that earlier one does not block:
+        the dispatcher can ignore it. Found by walking the distinct ``claim_key`` values of
+        the partial index ``ix_releases_waiting_claims`` (one index seek each), so the cost
+        grows with the number of distinct claims, not with the length of the queue.
+
+        Returns None when a waiting release has no claim key (written around the ORM) or the
+        queue holds more than ``limit`` distinct claims: read the queue itself then.
+        """
+        probe = _NULL_FIRST_CLAIM.get(self.s.get_bind().dialect.name)
+        if probe is None:
+            return None
+        first = self.s.execute(probe, {"env_id": env_id}).first()
+        if first is None:
+            return []
+        if first[0] is None:
+            return None
+        ids = [
+            release_id
+            for (release_id,) in self.s.execute(_HEAD_IDS, {"env_id": env_id, "limit": limit + 1})
+            if release_id is not None
+        ]
+        if len(ids) > limit:
+            return None
+        if not ids:
+            return []
+        rows = self.s.scalars(select(ReleaseRow).where(ReleaseRow.id.in_(ids)))
+        return sorted(rows, key=lambda r: r.queue_seq or 0)
 
     def pending_ids(self, env_id: int) -> list[int]:
         return list(
@@ -520,18 +629,32 @@ class Repository:
         data: dict[str, Any] | None = None,
     ) -> None:
         """Append one audit event (SPEC §1)."""
-        self.s.add(
-            EventRow(
-                at=at,
-                actor=actor,
-                kind=kind,
-                project=project,
-                environment=environment,
-                release_id=release_id,
-                message=message,
-                data=data or {},
-            )
+        # a plain INSERT: events are never read back as objects in the transaction that
+        # writes them, and the unit of work costs several times the statement
+        self.s.execute(
+            _INSERT_EVENT,
+            {
+                "at": at,
+                "actor": actor,
+                "kind": kind,
+                "project": project,
+                "environment": environment,
+                "release_id": release_id,
+                "message": message,
+                "data": data or {},
+            },
         )
+
+    # -- steps ---------------------------------------------------------------------------
+    def add_step(self, **values: Any) -> int:
+        """Insert one step row; returns its id."""
+        result = cast(CursorResult[Any], self.s.execute(insert(_STEPS).values(**values)))
+        assert result.inserted_primary_key is not None
+        return int(result.inserted_primary_key[0])
+
+    def update_step(self, step_id: int, **values: Any) -> None:
+        """Update one step row by id."""
+        self.s.execute(update(_STEPS).where(_STEPS.c.id == step_id).values(**values))
 
     def events(
         self,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -18,8 +20,11 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from ..domain.enums import ReleaseType
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -42,6 +47,26 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=timezone.utc)
         return value.astimezone(timezone.utc)
+
+
+#: Queued and not yet dispatched (the partial index's condition, literal so that SQLite and
+#: PostgreSQL match it against queries).
+WAITING_SQL = "status = 'queued' AND dispatched_at IS NULL"
+
+
+def claim_key(release_type: str, targets: Sequence[Mapping[str, Any]] | None) -> str:
+    """``*`` for a release that needs the whole environment, else a digest of its resources."""
+    if ReleaseType(release_type).needs_whole_environment:
+        return "*"
+    names = sorted({str(t["resource"]) for t in targets or ()})
+    return hashlib.sha1("\n".join(names).encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+def _claim_key_default(context: Any) -> str | None:
+    params = context.get_current_parameters()
+    if params.get("type") is None:
+        return None
+    return claim_key(params["type"], params.get("targets"))
 
 
 class Base(DeclarativeBase):
@@ -121,6 +146,15 @@ class ReleaseRow(Base):
         UniqueConstraint("schedule_id", "due_at", name="uq_release_schedule_due"),
         Index("ix_releases_env_status", "environment_id", "status", "queue_seq"),
         Index("ix_releases_status", "status"),
+        # the dispatcher's walk over the distinct claims of a queue (Repository.waiting_heads)
+        Index(
+            "ix_releases_waiting_claims",
+            "environment_id",
+            "claim_key",
+            "queue_seq",
+            sqlite_where=text(WAITING_SQL),
+            postgresql_where=text(WAITING_SQL),
+        ),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     environment_id: Mapped[int] = mapped_column(ForeignKey("environments.id", ondelete="CASCADE"))
@@ -150,6 +184,9 @@ class ReleaseRow(Base):
     lock_owner: Mapped[str | None] = mapped_column(String(100))
     schedule_id: Mapped[int | None] = mapped_column(Integer)
     due_at: Mapped[datetime | None]
+    #: Equal for releases that need the same things (``*``: the whole environment), set on
+    #: insert from ``type`` and ``targets``, which never change.
+    claim_key: Mapped[str | None] = mapped_column(String(40), default=_claim_key_default)
 
 
 class StepRow(Base):
