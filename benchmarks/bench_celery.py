@@ -22,7 +22,7 @@ from typing import Any
 import redis
 
 from .common import DEFAULT_REDIS, Procs, base_env, latency_row, rate_row
-from .raw_app import NOOP, build_app
+from .raw_app import NOOP, NOW, build_app
 
 RAW_QUEUE = "bench.raw"
 _SUM_LLEN = "local n = 0 for _, k in ipairs(KEYS) do n = n + redis.call('LLEN', k) end return n"
@@ -49,6 +49,16 @@ def round_trips(app: Any, queue: str, n: int) -> list[float]:
         t0 = time.perf_counter()
         app.send_task(NOOP, queue=queue).get(timeout=30)
         out.append(time.perf_counter() - t0)
+    return out
+
+
+def one_way(app: Any, queue: str, n: int) -> list[float]:
+    """``n`` sequential publish → task started latencies (seconds, one machine clock)."""
+    out = []
+    for _ in range(n):
+        t0 = time.time()
+        started = app.send_task(NOW, queue=queue).get(timeout=30)
+        out.append(started - t0)
     return out
 
 
@@ -80,6 +90,9 @@ class RawRig:
 
     def round_trips(self, n: int, queue: str | None = None) -> list[float]:
         return round_trips(self.app, queue or self.queues[0], n)
+
+    def one_way(self, n: int, queue: str | None = None) -> list[float]:
+        return one_way(self.app, queue or self.queues[0], n)
 
     def throughput(self, n: int) -> float:
         return throughput(self.app, self.redis, self.queues, n)

@@ -9,7 +9,9 @@ else queued or running; the next one is submitted once the previous one has fini
 
 Baseline: an empty Celery task round trip (``apply_async`` → result) on a raw worker with
 the same settings (prefork -c 2, ``celeryconfig``), interleaved with the relo samples in each
-repetition so both see the same machine load.
+repetition so both see the same machine load. For context, the one-way part of it (publish →
+the task starts in the worker, same clock) is relo's floor: the rest of relo's latency is its
+own bookkeeping (admission, state locks, the claim).
 """
 
 from __future__ import annotations
@@ -72,9 +74,10 @@ def run(redis_url: str = DEFAULT_REDIS, repeat: int = 5, *, samples: int = 100,
             procs.relo_worker(relo_env(db, redis_url), name="relo-dispatch")
             rig = RawRig(procs, redis_url, raw_queues(1), name="raw-dispatch")
             measure(client, project, ENV, 10)  # warm up both worker children
-            raw, relo, calls = [], [], []
+            raw, oneway, relo, calls = [], [], [], []
             for _ in range(repeat):
                 raw.append(rig.round_trips(raw_samples))
+                oneway.append(rig.one_way(raw_samples))
                 lat, call = measure(client, project, ENV, samples)
                 relo.append(lat)
                 calls.append(call)
@@ -86,11 +89,12 @@ def run(redis_url: str = DEFAULT_REDIS, repeat: int = 5, *, samples: int = 100,
     disp = latency_row("relo dispatch latency, idle environment (submit → first step started)",
                        relo)
     call = latency_row("relo Client.submit() call", calls)
+    floor = latency_row("raw Celery publish → empty task started (one way; relo's floor)", oneway)
     disp["ratio_p50"] = disp["p50_ms"] / base["p50_ms"]
     disp["ratio_p99"] = disp["p99_ms"] / base["p99_ms"]
     disp["target"] = "p50 ≤ 2x, p99 ≤ 3x"
     disp["met"] = disp["ratio_p50"] <= 2 and disp["ratio_p99"] <= 3
-    return [base, disp, call]
+    return [base, disp, floor, call]
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:

@@ -13,6 +13,7 @@ by one client to a raw worker with the same settings, until the queue is drained
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 import uuid
@@ -25,8 +26,11 @@ from .common import (
     DEFAULT_REDIS,
     Procs,
     blueprint,
+    cpu_seconds,
+    descendants,
     finished_times,
     fmt_ratio,
+    median,
     now,
     rate_row,
     relo_client,
@@ -58,6 +62,36 @@ def relo_throughput(client: Any, project: str, environments: Sequence[str], rele
     return releases / (last - t0).total_seconds()
 
 
+class CpuSplit:
+    """CPU time used per item by the client (this process), the worker's main process and
+    its pool processes while the block runs (from /proc/<pid>/stat)."""
+
+    def __init__(self, worker_pid: int, items: int) -> None:
+        self.worker_pid = worker_pid
+        self.items = items
+        self.per_item: dict[str, float] = {}
+
+    def _sample(self) -> dict[str, float]:
+        pool = [p for p in descendants(self.worker_pid) if p != self.worker_pid]
+        return {
+            "client": cpu_seconds([os.getpid()]),
+            "worker main": cpu_seconds([self.worker_pid]),
+            "worker pool": cpu_seconds(pool),
+        }
+
+    def __enter__(self) -> CpuSplit:
+        self._before = self._sample()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        after = self._sample()
+        self.per_item = {k: (after[k] - v) * 1000 / self.items for k, v in self._before.items()}
+
+
+def _median_split(splits: Sequence[dict[str, float]]) -> dict[str, float]:
+    return {k: median(s[k] for s in splits) for k in splits[0]} if splits else {}
+
+
 def run(redis_url: str = DEFAULT_REDIS, repeat: int = 5, *, environments: int = 100,
         releases: int = 500, tasks: int = 2000,
         database_url: str | None = None) -> list[dict[str, Any]]:
@@ -71,21 +105,31 @@ def run(redis_url: str = DEFAULT_REDIS, repeat: int = 5, *, environments: int = 
         client.apply_blueprint_text(blueprint(project, names, [TARGET]))
         procs = Procs(work)
         try:
-            procs.relo_worker(relo_env(db, redis_url), name="relo-throughput")
+            relo_worker = procs.relo_worker(relo_env(db, redis_url), name="relo-throughput")
             rig = RawRig(procs, redis_url, raw_queues(1), name="raw-throughput")
-            relo_throughput(client, project, names, min(50, releases))  # warm up
+            # warm up: every environment twice, so that the client and both pool processes
+            # have declared every queue (kombu declares a queue once per connection; in a
+            # long-running deployment that cost is long gone)
+            relo_throughput(client, project, names, 2 * len(names))
             raw, relo = [], []
+            raw_cpu: list[dict[str, float]] = []
+            relo_cpu: list[dict[str, float]] = []
             for _ in range(repeat):
-                raw.append(rig.throughput(tasks))
+                with CpuSplit(rig.proc.pid, tasks) as split:
+                    raw.append(rig.throughput(tasks))
+                raw_cpu.append(split.per_item)
                 time.sleep(0.2)
-                relo.append(relo_throughput(client, project, names, releases))
+                with CpuSplit(relo_worker.pid, releases) as split:
+                    relo.append(relo_throughput(client, project, names, releases))
+                relo_cpu.append(split.per_item)
             rig.close()
         finally:
             procs.stop_all()
             client.ctx.db.dispose()
-    base = rate_row("raw Celery empty tasks/s, 1 queue (baseline)", raw, items=tasks)
+    base = rate_row("raw Celery empty tasks/s, 1 queue (baseline)", raw, items=tasks,
+                    cpu_ms=_median_split(raw_cpu))
     row = rate_row(f"relo releases/s end to end, {environments} environments", relo,
-                   items=releases)
+                   items=releases, cpu_ms=_median_split(relo_cpu))
     row["ratio"] = row["per_s"] / base["per_s"]
     row["target"] = "≥ 0.50x"
     row["met"] = row["ratio"] >= 0.5
@@ -93,13 +137,17 @@ def run(redis_url: str = DEFAULT_REDIS, repeat: int = 5, *, environments: int = 
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    lines = ["| measurement | per s (median) | min-max | ratio to baseline | target |",
-             "|---|---:|---:|---:|---|"]
+    lines = ["| measurement | per s (median) | min-max | ratio to baseline | target "
+             "| CPU ms per item: client / worker main / worker pool |",
+             "|---|---:|---:|---:|---|---:|"]
     for r in rows:
         ratio = fmt_ratio(r["ratio"]) if "ratio" in r else ""
         target = f"{r['target']}: {'met' if r['met'] else 'MISSED'}" if "target" in r else ""
+        cpu = r.get("cpu_ms") or {}
+        split = " / ".join(f"{cpu[k]:.2f}" for k in ("client", "worker main", "worker pool")
+                           if k in cpu)
         lines.append(f"| {r['name']} | {r['per_s']:,.1f} | {r['min_per_s']:,.1f}-"
-                     f"{r['max_per_s']:,.1f} | {ratio} | {target} |")
+                     f"{r['max_per_s']:,.1f} | {ratio} | {target} | {split} |")
     return "\n".join(lines)
 
 

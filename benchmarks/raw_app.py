@@ -8,6 +8,7 @@ task events on) and adds a Redis result backend so that a round trip (``apply_as
 from __future__ import annotations
 
 import os
+import time
 
 from celery import Celery
 
@@ -16,6 +17,7 @@ from benchmarks.common import DEFAULT_REDIS
 URL = os.environ.get("RELO_BENCH_BROKER", DEFAULT_REDIS)
 
 NOOP = "bench.noop"
+NOW = "bench.now"
 
 
 def build_app(url: str = URL) -> Celery:
@@ -28,6 +30,11 @@ def build_app(url: str = URL) -> Celery:
     def noop() -> None:
         """Does nothing: the whole cost is Celery's and Redis's."""
         return None
+
+    @app.task(name=NOW)
+    def now() -> float:
+        """The worker's clock when the task started (one-way publish → start latency)."""
+        return time.time()
 
     return app
 
