@@ -47,7 +47,8 @@ def _git() -> str:
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=common.ROOT,
                              capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", ":!BENCHMARKS.md"],
                                cwd=common.ROOT, capture_output=True, text=True,
                                timeout=10).stdout.strip()
         return rev + (" (uncommitted changes in the tree)" if dirty else "")

@@ -41,6 +41,22 @@ def redis_available() -> bool:
 
 
 @pytest.fixture
+def own_redis_url() -> str:
+    """This pytest worker's own Redis database, emptied: CLI unit tests that reach Redis (state
+    locks read by admission) must not see another worker's integration stack."""
+    import redis
+
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB, socket_timeout=2)
+    try:
+        client.flushdb()
+    except redis.RedisError:
+        pass  # no Redis: the tests that need it fail on their own terms
+    finally:
+        client.close()
+    return redis_url()
+
+
+@pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'relo.db'}"
 

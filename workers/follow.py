@@ -55,6 +55,8 @@ class FollowEnvironments(bootsteps.StartStopStep):
         self.fixed = parse_environments(environments)
         self.known: set[str] = set()
         self.tref: Any = None
+        #: What the environments table looked like at the last full read.
+        self.signature: Any = None
 
     def start(self, c: Any) -> None:
         c.relo_follow_all = self.fixed is None
@@ -72,12 +74,22 @@ class FollowEnvironments(bootsteps.StartStopStep):
             self.tref = None
 
     def sync(self, c: Any) -> None:
+        signature = None
         try:
-            wanted = self.fixed if self.fixed is not None else all_environment_queues()
+            if self.fixed is not None:
+                wanted = self.fixed
+            else:
+                # a cheap look first: reading every environment each interval cost a worker
+                # following 1,000 of them ~20 ms of CPU every 5 s (0.4% of a core, idle)
+                signature = environments_signature()
+                if signature == self.signature:
+                    return
+                wanted = all_environment_queues()
         except Exception:
             log.warning("could not read environments; retrying", exc_info=True)
             return
         add_queues(c, wanted)
+        self.signature = signature
 
 
 def add_queues(c: Any, queues: list[str]) -> None:
@@ -88,6 +100,16 @@ def add_queues(c: Any, queues: list[str]) -> None:
         c.add_task_queue(queue)
         known.add(queue)
         log.info("consuming %s", queue)
+
+
+def environments_signature() -> Any:
+    """Changes whenever an environment is created or deleted (count, last id, last creation)."""
+    from release_orchestrator.storage.repository import Repository
+
+    from . import wiring
+
+    with wiring.context().db.session(write=False) as s:
+        return Repository(s).environments_signature()
 
 
 def all_environment_queues() -> list[str]:

@@ -25,7 +25,7 @@ from ..errors import Unavailable
 from ..settings import redact_url
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 
 
 def _sqlite_engine(url: str, immediate: bool) -> Engine:

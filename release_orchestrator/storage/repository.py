@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, text, update
+from sqlalchemy import Table, bindparam, func, insert, select, text, union_all, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
@@ -28,6 +28,7 @@ from ..domain.names import resource_key
 from ..errors import InvalidRequest, NotFound, not_found
 from . import convert
 from .tables import (
+    DISPATCHED_SQL,
     WAITING_SQL,
     EnvironmentRow,
     EventRow,
@@ -117,20 +118,18 @@ _HAS_WAITING = (
     )
     .limit(1)
 )
-_RUNNING_ROWS = (
-    select(ReleaseRow)
-    .where(
-        ReleaseRow.environment_id == bindparam("env_id"),
-        or_(
-            ReleaseRow.status == ReleaseStatus.RUNNING,
-            and_(
-                ReleaseRow.status == ReleaseStatus.QUEUED,
-                ReleaseRow.dispatched_at.is_not(None),
-            ),
-        ),
-    )
-    .order_by(ReleaseRow.id)
+_RUNNING = select(ReleaseRow).where(
+    ReleaseRow.environment_id == bindparam("env_id"),
+    ReleaseRow.status == ReleaseStatus.RUNNING,
 )
+# the condition is literal so that the partial index ix_releases_dispatched applies
+_DISPATCHED = select(ReleaseRow).where(
+    ReleaseRow.environment_id == bindparam("env_id"), text(DISPATCHED_SQL)
+)
+# one statement, so one snapshot: under PostgreSQL's READ COMMITTED two separate queries could
+# both miss a release that a worker claims (dispatched -> running) between them
+# (no ORDER BY: it makes SQLite walk the queued releases of every environment in id order)
+_RUNNING_OR_DISPATCHED = select(ReleaseRow).from_statement(union_all(_RUNNING, _DISPATCHED))
 _WAITING_HEAD = (
     select(ReleaseRow)
     .where(
@@ -216,6 +215,18 @@ class Repository:
         if project is not None:
             query = query.where(ProjectRow.id == self.project(project).id)
         return [(p, e) for p, e in self.s.execute(query)]
+
+    def environments_signature(self) -> tuple[Any, ...]:
+        """(count, highest id, latest creation) of the environments: changes whenever one is
+        created or deleted (a deleted id reused by SQLite comes with a newer creation time)."""
+        row = self.s.execute(
+            select(
+                func.count(EnvironmentRow.id),
+                func.max(EnvironmentRow.id),
+                func.max(EnvironmentRow.created_at),
+            )
+        ).one()
+        return tuple(row)
 
     def environment_model(self, project: str, name: str) -> Environment:
         prow, env = self.environment(project, name)
@@ -452,8 +463,15 @@ class Repository:
         return out
 
     def running_rows(self, env_id: int) -> list[ReleaseRow]:
-        """Running releases and queued ones already dispatched to a worker."""
-        return list(self.s.scalars(_RUNNING_ROWS, {"env_id": env_id}))
+        """Running releases and queued ones already dispatched to a worker.
+
+        Two index lookups in one ``UNION ALL`` statement (one ``OR`` made SQLite read every
+        queued release of the environment: a cost growing with the queue on every admission
+        decision).
+        """
+        rows = list(self.s.scalars(_RUNNING_OR_DISPATCHED, {"env_id": env_id}))
+        rows.sort(key=lambda r: r.id)
+        return rows
 
     def waiting_rows(
         self, env_id: int, *, limit: int | None = None, after_seq: int | None = None

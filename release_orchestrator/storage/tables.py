@@ -52,6 +52,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 #: Queued and not yet dispatched (the partial index's condition, literal so that SQLite and
 #: PostgreSQL match it against queries).
 WAITING_SQL = "status = 'queued' AND dispatched_at IS NULL"
+#: Queued and handed to a worker, not yet claimed (few at any time).
+DISPATCHED_SQL = "status = 'queued' AND dispatched_at IS NOT NULL"
 
 
 def claim_key(release_type: str, targets: Sequence[Mapping[str, Any]] | None) -> str:
@@ -154,6 +156,17 @@ class ReleaseRow(Base):
             "queue_seq",
             sqlite_where=text(WAITING_SQL),
             postgresql_where=text(WAITING_SQL),
+        ),
+        # what admission counts as occupying a slot besides running releases
+        # (Repository.running_rows), without scanning the queued ones (three columns, so
+        # that SQLite prefers it to ix_releases_env_status without statistics)
+        Index(
+            "ix_releases_dispatched",
+            "environment_id",
+            "status",
+            "dispatched_at",
+            sqlite_where=text(DISPATCHED_SQL),
+            postgresql_where=text(DISPATCHED_SQL),
         ),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

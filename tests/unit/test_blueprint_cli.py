@@ -34,9 +34,14 @@ resources:
 
 
 @pytest.fixture
-def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+def cli(
+    own_redis_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+):
     monkeypatch.setenv("RELO_DATABASE_URL", f"sqlite:///{tmp_path / 'relo.db'}")
-    monkeypatch.setenv("RELO_REDIS_URL", "redis://127.0.0.1:6379/11")
+    monkeypatch.setenv("RELO_REDIS_URL", own_redis_url)
     monkeypatch.setenv("RELO_USER", "alice")
     reset_client()
     from release_orchestrator.cli import common

@@ -435,9 +435,14 @@ def test_daily_schedule_follows_the_local_wall_clock_across_dst(
 
 
 @pytest.fixture
-def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Any:
+def cli(
+    own_redis_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> Any:
     monkeypatch.setenv("RELO_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
-    monkeypatch.setenv("RELO_REDIS_URL", "redis://127.0.0.1:6379/13")
+    monkeypatch.setenv("RELO_REDIS_URL", own_redis_url)
     monkeypatch.setenv("RELO_USER", "alice")
     reset_client()
     from release_orchestrator.cli import common
