@@ -37,6 +37,7 @@ bench: install
 	$(BIN)/python -m benchmarks.run
 
 reliability: install
+	RELO_FUZZ_EXAMPLES=3000 $(BIN)/python -m pytest -q tests/unit/test_fuzz.py
 	$(BIN)/python -m tests.reliability.report
 
 clean:

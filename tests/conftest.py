@@ -19,9 +19,10 @@ ROOT = Path(__file__).resolve().parent.parent
 REDIS_HOST = "127.0.0.1"
 REDIS_PORT = 6379
 #: Redis database the integration tests own (flushed before each test).
-#: With pytest-xdist each worker process gets its own database (gw0 → 11, gw1 → 12, ...).
+#: With pytest-xdist each worker process gets its own database (gw0 → 8, gw1 → 9, ... gw7 →
+#: 15: Redis has 16), shared by nothing else: tests that leave keys behind use unique prefixes.
 _XDIST = os.environ.get("PYTEST_XDIST_WORKER", "")
-REDIS_DB = int(os.environ.get("RELO_TEST_REDIS_DB", "11")) + (
+REDIS_DB = int(os.environ.get("RELO_TEST_REDIS_DB", "8")) + (
     int(_XDIST[2:]) if _XDIST.startswith("gw") else 0
 )
 PG_ADMIN_URL = os.environ.get("RELO_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -26,8 +26,8 @@ from release_orchestrator.locks import (
     MemoryLockStore,
     RedisLockStore,
 )
+from tests.conftest import REDIS_DB, REDIS_HOST, REDIS_PORT
 
-REDIS_HOST, REDIS_PORT, REDIS_DB = "127.0.0.1", 6379, 15
 ENV = "shop/prod"
 OTHER_ENV = "shop/staging"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,10 @@ from release_orchestrator.cli import common
 from release_orchestrator.cli.common import reset_client
 from release_orchestrator.cli.main import main
 from release_orchestrator.testing import MemoryTransport
+
+#: Examples per fuzz test: 150 in `make test` (CPU-bound, on 2 cores); `make reliability` and
+#: anyone hunting bugs raise it (RELO_FUZZ_EXAMPLES=5000).
+FUZZ_EXAMPLES = int(os.environ.get("RELO_FUZZ_EXAMPLES", "150"))
 
 GOOD = {
     "project": "shop",
@@ -139,7 +144,7 @@ def mutated_blueprints(draw: st.DrawFn) -> object:
     return doc
 
 
-@settings(max_examples=500, deadline=None,
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(doc=mutated_blueprints(), raw=st.booleans(), text=st.text(max_size=40))
 def test_fuzzed_blueprints_never_crash(harness: Harness, doc: object, raw: bool,
@@ -172,7 +177,7 @@ commands = st.sampled_from([
 ])
 
 
-@settings(max_examples=500, deadline=None,
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(command=commands, args=st.lists(tokens, max_size=8))
 def test_fuzzed_arguments_never_crash(harness: Harness, command: list[str],

@@ -26,17 +26,19 @@ from release_orchestrator.locks import (
     RedisLockStore,
 )
 from release_orchestrator.locks.redis_store import SCRIPT_NAMES, load_script
+from tests.conftest import REDIS_DB, REDIS_HOST, REDIS_PORT
 
 ENV = "shop/prod"
 
 
 @pytest.fixture(params=["fakeredis", "redis"])
 def client(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
-    """A fakeredis client, or one on the real Redis DB 15 (skipped if not answering)."""
+    """A fakeredis client, or one on this pytest worker's real Redis DB (skipped if not
+    answering)."""
     if request.param == "fakeredis":
         c: redis.Redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
     else:
-        c = redis.Redis(host="127.0.0.1", port=6379, db=15, socket_connect_timeout=1)
+        c = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB, socket_connect_timeout=1)
         try:
             c.ping()
         except redis.exceptions.RedisError as exc:
@@ -130,7 +132,9 @@ def test_decode_responses_client(client: redis.Redis) -> None:
     if isinstance(client, fakeredis.FakeRedis):
         text = fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
     else:
-        text = redis.Redis(host=kwargs["host"], port=kwargs["port"], db=15, decode_responses=True)
+        text = redis.Redis(
+            host=kwargs["host"], port=kwargs["port"], db=REDIS_DB, decode_responses=True
+        )
     prefix = f"relotest-{uuid.uuid4().hex[:12]}"
     try:
         s = RedisLockStore(text, prefix=prefix)
