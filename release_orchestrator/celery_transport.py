@@ -42,12 +42,20 @@ class CeleryTransport:
         self._redis: Any = None
 
     def send_release(
-        self, project: str, environment: str, release_id: int, description: str
+        self,
+        project: str,
+        environment: str,
+        release_id: int,
+        description: str,
+        hint: dict[str, Any] | None = None,
     ) -> None:
+        kwargs: dict[str, Any] = {"project": project, "environment": environment}
+        if hint is not None:
+            kwargs["hint"] = hint
         self.app.send_task(
             EXECUTE_RELEASE,
             args=(release_id,),
-            kwargs={"project": project, "environment": environment},
+            kwargs=kwargs,
             queue=queue_name(project, environment),
             argsrepr=f"({release_id},)",
             kwargsrepr=description,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Transport(Protocol):
@@ -18,9 +18,19 @@ class Transport(Protocol):
     """
 
     def send_release(
-        self, project: str, environment: str, release_id: int, description: str
+        self,
+        project: str,
+        environment: str,
+        release_id: int,
+        description: str,
+        hint: dict[str, Any] | None = None,
     ) -> None:
-        """Publish one ``execute_release`` message on ``release.<project>.<environment>``."""
+        """Publish one ``execute_release`` message on ``release.<project>.<environment>``.
+
+        ``hint``: what the release locks (see :func:`services.dispatch.lock_hint`), so that a
+        worker takes the state locks without reading the database first; a message without
+        one makes the worker read the release first.
+        """
 
     def follow(self, queues: Sequence[str]) -> None:
         """Ask workers that consume every environment to also consume ``queues``."""

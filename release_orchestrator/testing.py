@@ -10,6 +10,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 
 @dataclass
@@ -17,6 +18,7 @@ class SentRelease:
     queue: str
     release_id: int
     description: str
+    hint: dict[str, Any] | None = None
 
 
 @dataclass
@@ -29,11 +31,16 @@ class MemoryTransport:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def send_release(
-        self, project: str, environment: str, release_id: int, description: str
+        self,
+        project: str,
+        environment: str,
+        release_id: int,
+        description: str,
+        hint: dict[str, Any] | None = None,
     ) -> None:
         with self._lock:
             self.sent.append(
-                SentRelease(f"release.{project}.{environment}", release_id, description)
+                SentRelease(f"release.{project}.{environment}", release_id, description, hint)
             )
 
     def follow(self, queues: Sequence[str]) -> None:

@@ -14,11 +14,16 @@ from .app import app
 
 @app.task(name=EXECUTE_RELEASE, bind=True, ignore_result=True)
 def execute_release(
-    self: Any, release_id: int, project: str | None = None, environment: str | None = None
+    self: Any,
+    release_id: int,
+    project: str | None = None,
+    environment: str | None = None,
+    hint: dict[str, Any] | None = None,
 ) -> str:
-    """Run release ``release_id`` (a duplicate delivery is a no-op)."""
+    """Run release ``release_id`` (a duplicate delivery is a no-op). ``hint``: what it locks,
+    as the dispatcher read it (messages published before hints existed have none)."""
     return engine.execute(
-        wiring.context(), int(release_id), worker=self.request.hostname or "worker"
+        wiring.context(), int(release_id), worker=self.request.hostname or "worker", hint=hint
     )
 
 

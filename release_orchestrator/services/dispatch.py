@@ -11,6 +11,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from ..domain import ReleaseStatus, ReleaseType
 from ..domain.names import env_key, queue_name
@@ -31,6 +32,21 @@ class Dispatch:
     environment: str
     release_id: int
     description: str
+    hint: dict[str, Any] | None = None
+
+
+def lock_hint(row: ReleaseRow, project: str, environment: str) -> dict[str, Any]:
+    """What a release locks, carried in its message: the worker takes the state locks first
+    and reads the release in the claiming transaction, where the row is checked against it
+    (type and targets of a release never change)."""
+    whole = ReleaseType(row.type).needs_whole_environment
+    return {
+        "env_id": row.environment_id,
+        "project": project,
+        "environment": environment,
+        "whole": whole,
+        "resources": [] if whole else sorted(t["resource"] for t in row.targets),
+    }
 
 
 def describe(row: ReleaseRow, project: str, environment: str) -> str:
@@ -64,7 +80,15 @@ def decide_and_mark(
         row = repo.loaded_release_row(release_id)
         row.dispatched_at = now
         row.dispatch_count = (row.dispatch_count or 0) + 1
-        out.append(Dispatch(project.name, env.name, row.id, describe(row, project.name, env.name)))
+        out.append(
+            Dispatch(
+                project.name,
+                env.name,
+                row.id,
+                describe(row, project.name, env.name),
+                lock_hint(row, project.name, env.name),
+            )
+        )
     return decision, out
 
 
@@ -72,7 +96,9 @@ def send(ctx: Context, dispatches: list[Dispatch]) -> None:
     """Publish after commit. A failure is logged: the reconciler re-sends."""
     for d in dispatches:
         try:
-            ctx.transport.send_release(d.project, d.environment, d.release_id, d.description)
+            ctx.transport.send_release(
+                d.project, d.environment, d.release_id, d.description, hint=d.hint
+            )
         except Exception:
             log.exception("could not publish release %s; the reconciler will re-send", d.release_id)
 
@@ -143,7 +169,8 @@ def reconcile(ctx: Context) -> dict[str, int]:
             row.dispatched_at = now
             row.dispatch_count = (row.dispatch_count or 0) + 1
             description = describe(row, project, environment)
-        send(ctx, [Dispatch(project, environment, release_id, description)])
+            hint = lock_hint(row, project, environment)
+        send(ctx, [Dispatch(project, environment, release_id, description, hint)])
         stats["resent"] += 1
     for env_id in sorted(env_ids):
         stats["evaluated"] += 1

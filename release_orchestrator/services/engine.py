@@ -89,25 +89,75 @@ class Job:
     resources: dict[str, ResourceDef] = field(default_factory=dict)
 
 
-def execute(ctx: Context, release_id: int, worker: str) -> str:
-    """Run one release if it is ours to run. Returns a short outcome for the task result."""
-    with ctx.db.session(write=False) as s:
-        repo = Repository(s)
-        row, prow, erow = repo.release_with_environment(release_id)
-        if row.status != ReleaseStatus.QUEUED or row.dispatched_at is None:
-            return f"skipped: release {release_id} is {row.status}"
-        # definitions, not state: read here rather than while holding the write lock
-        resources = repo.resources(prow)
-        project, environment = prow.name, erow.name
-        env_id = row.environment_id
+@dataclass(frozen=True)
+class _LockPlan:
+    """What a release locks: from its message's hint, or read from its row."""
+
+    env_id: int
+    project: str
+    environment: str
+    whole: bool
+    resources: tuple[str, ...]
+
+    @classmethod
+    def of_row(cls, row: ReleaseRow, project: str, environment: str) -> _LockPlan:
         whole = ReleaseType(row.type).needs_whole_environment
-        targets = tuple(t["resource"] for t in row.targets)
+        return cls(
+            env_id=row.environment_id,
+            project=project,
+            environment=environment,
+            whole=whole,
+            resources=() if whole else tuple(sorted(t["resource"] for t in row.targets)),
+        )
+
+    @classmethod
+    def of_hint(cls, hint: dict[str, Any] | None) -> _LockPlan | None:
+        """The hint's plan, or None when there is none or it is malformed (read the row)."""
+        if not isinstance(hint, dict):
+            return None
+        try:
+            plan = cls(
+                env_id=int(hint["env_id"]),
+                project=str(hint["project"]),
+                environment=str(hint["environment"]),
+                whole=bool(hint["whole"]),
+                resources=tuple(sorted(str(r) for r in hint["resources"])),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+        if plan.whole == bool(plan.resources):
+            return None
+        return plan
+
+
+def execute(
+    ctx: Context, release_id: int, worker: str, hint: dict[str, Any] | None = None
+) -> str:
+    """Run one release if it is ours to run. Returns a short outcome for the task result.
+
+    ``hint``: what the release locks, from its message (:func:`dispatch.lock_hint`). With one
+    the state locks are taken at once and the release is read and checked in the claiming
+    transaction (one read transaction less before the release starts); without one, or when
+    the row does not match it, the release is read first.
+    """
+    pre = _LockPlan.of_hint(hint)
+    row: ReleaseRow | None = None
+    resources: list[ResourceRow] | None = None
+    if pre is None:
+        with ctx.db.session(write=False) as s:
+            repo = Repository(s)
+            row, prow, erow = repo.release_with_environment(release_id)
+            if row.status != ReleaseStatus.QUEUED or row.dispatched_at is None:
+                return f"skipped: release {release_id} is {row.status}"
+            # definitions, not state: read here rather than while holding the write lock
+            resources = repo.resources(prow)
+            pre = _LockPlan.of_row(row, prow.name, erow.name)
     owner = f"{release_id}:{worker}:{uuid.uuid4().hex[:8]}"
     request = LockRequest(
-        env_key=env_key(project, environment),
+        env_key=env_key(pre.project, pre.environment),
         owner=owner,
-        exclusive=whole,
-        resources=() if whole else targets,
+        exclusive=pre.whole,
+        resources=() if pre.whole else pre.resources,
         release_id=release_id,
         ttl_ms=ctx.settings.lock_ttl_ms,
     )
@@ -117,23 +167,43 @@ def execute(ctx: Context, release_id: int, worker: str) -> str:
         holders = getattr(exc, "conflicts", ())
         if any(h.release_id == release_id for h in holders):
             return f"skipped: release {release_id} is already being taken (duplicate delivery)"
-        _undispatch(ctx, release_id, f"could not take state locks: {exc}")
-        if isinstance(exc, LockConflictError):
-            evaluate(ctx, env_id)
+        if _undispatch(ctx, release_id, f"could not take state locks: {exc}") and isinstance(
+            exc, LockConflictError
+        ):
+            evaluate(ctx, pre.env_id)
         return f"requeued: {exc}"
     now = ctx.clock.now()
     runner = Runner(ctx, release_id, lease, worker, row=row)
     job: Job | None = None
+    stale: str | None = None
     try:
         with ctx.db.session() as s:
             repo = Repository(s)
-            claimed = _claim(repo, release_id, now, worker, lease, project, environment)
-            if claimed:  # what the runner needs, read in the claiming transaction
-                job = runner.build_job(repo, row, prow, erow, resources)
-                runner.start_first_step(repo, job, now)
+            if row is None:
+                row, prow, erow = repo.release_with_environment(release_id)
+                if row.status != ReleaseStatus.QUEUED or row.dispatched_at is None:
+                    stale = f"skipped: release {release_id} is {row.status}"
+                elif _LockPlan.of_row(row, prow.name, erow.name) != pre:
+                    stale = "mismatch"
+                runner.row = row
+            if stale is None:
+                claimed = _claim(repo, release_id, now, worker, lease, pre.project,
+                                 pre.environment)
+                if claimed:  # what the runner needs, read in the claiming transaction
+                    job = runner.build_job(repo, row, prow, erow, resources)
+                    runner.start_first_step(repo, job, now)
     except BaseException:
         ctx.locks.release(lease)
         raise
+    if stale is not None:
+        ctx.locks.release(lease)
+        if stale == "mismatch":  # not what the message said: read the release first
+            log.warning("release %s: its message's lock hint does not match the release",
+                        release_id)
+            return execute(ctx, release_id, worker)
+        # a late duplicate held its locks for a moment: what it kept waiting may start now
+        evaluate(ctx, pre.env_id)
+        return stale
     if not claimed:
         ctx.locks.release(lease)
         return f"skipped: release {release_id} was claimed elsewhere or cancelled"
@@ -151,7 +221,7 @@ def execute(ctx: Context, release_id: int, worker: str) -> str:
     finally:
         runner.unlock()
     if runner.dispatches is None:
-        evaluate(ctx, env_id)
+        evaluate(ctx, pre.env_id)
     else:  # the finishing transaction already started what may start now
         send(ctx, runner.dispatches)
     return outcome
@@ -192,22 +262,25 @@ def _claim(
     return claimed
 
 
-def _undispatch(ctx: Context, release_id: int, why: str) -> None:
+def _undispatch(ctx: Context, release_id: int, why: str) -> bool:
+    """Back to waiting when still dispatched; False when it was not (any more)."""
     with ctx.db.session() as s:
         repo = Repository(s)
         row = repo.release_row(release_id)
-        if row.status == ReleaseStatus.QUEUED and row.dispatched_at is not None:
-            row.dispatched_at = None
-            project, environment = repo.names_of(row.environment_id)
-            repo.event(
-                at=ctx.clock.now(),
-                actor="relo",
-                kind="requeued",
-                project=project,
-                environment=environment,
-                release_id=release_id,
-                message=f"release {release_id} back in the queue: {why}",
-            )
+        if row.status != ReleaseStatus.QUEUED or row.dispatched_at is None:
+            return False
+        row.dispatched_at = None
+        project, environment = repo.names_of(row.environment_id)
+        repo.event(
+            at=ctx.clock.now(),
+            actor="relo",
+            kind="requeued",
+            project=project,
+            environment=environment,
+            release_id=release_id,
+            message=f"release {release_id} back in the queue: {why}",
+        )
+    return True
 
 
 class Runner:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 
 from ..domain import Hold
 from ..domain.names import env_key
-from ..policy.admission import Decision, decide
+from ..policy.admission import Decision, Reason, decide
 from ..policy.findings import finding_of
 from ..storage.repository import Repository
 from .context import Context
@@ -34,20 +34,26 @@ def explain(
     for (``release show`` and ``submit`` need one).
     """
     decision = decision_for(ctx, project, environment)
-    out: dict[int, list[Hold]] = {}
-    for release_id, reasons in decision.held.items():
-        if only is not None and release_id not in only:
-            continue
-        holds = []
-        for reason in reasons:
-            f = finding_of(reason, project, environment, release_id)
-            holds.append(
-                Hold(
-                    code=f.code,
-                    message=f.message,
-                    release_id=reason.release_id,
-                    resources=list(reason.resources),
-                )
+    return {
+        release_id: holds_of(reasons, project, environment, release_id)
+        for release_id, reasons in decision.held.items()
+        if only is None or release_id in only
+    }
+
+
+def holds_of(
+    reasons: Iterable[Reason], project: str, environment: str, release_id: int
+) -> list[Hold]:
+    """The policy's reasons for one release, rendered as holds."""
+    holds = []
+    for reason in reasons:
+        f = finding_of(reason, project, environment, release_id)
+        holds.append(
+            Hold(
+                code=f.code,
+                message=f.message,
+                release_id=reason.release_id,
+                resources=list(reason.resources),
             )
-        out[release_id] = holds
-    return out
+        )
+    return holds

@@ -13,7 +13,7 @@ from ..policy.admission import Code, Reason, conflicts, decide
 from ..storage.repository import Repository
 from .context import Context
 from .dispatch import Dispatch, decide_and_mark, evaluate, send
-from .explain import explain
+from .explain import explain, holds_of
 from .snapshot import build_snapshot, lock_infos
 
 _VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -180,11 +180,24 @@ def submit(ctx: Context, req: ReleaseRequest) -> Release:
             else:
                 failed_conflict = None
                 recorded = (project.name, env.name)
-                if started and not (env.parallel_releases and not env.approval_required):
-                    # one at a time: a release that starts is alone at the head of the queue
-                    # (and its row is in the session: the decision read it)
+                serial = not (env.parallel_releases and not env.approval_required)
+                if serial and status is ReleaseStatus.QUEUED:
                     row = repo.loaded_release_row(release_id)
-                    release = repo.release_of_row(row, *recorded, position=1)
+                    if started:
+                        # one at a time: a release that starts is alone at the head of the
+                        # queue (and its row is in the session: the decision read it)
+                        release = repo.release_of_row(row, *recorded, position=1)
+                    else:
+                        # what holds it, from the running releases and the head of the queue
+                        # (a cost that does not grow with the queue, unlike a full explain)
+                        snapshot = build_snapshot(repo, project, env, now, locks, also=row)
+                        release = repo.release_of_row(row, *recorded).model_copy(
+                            update={
+                                "held": holds_of(
+                                    decide(snapshot).reasons(release_id), *recorded, release_id
+                                )
+                            }
+                        )
     send(ctx, dispatches)
     if recorded is None:  # failed at once: re-read what the transaction recorded
         release = get(ctx, release_id, with_steps=False)

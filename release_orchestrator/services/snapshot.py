@@ -111,6 +111,7 @@ def build_snapshot(
     locks: Sequence[LockInfo],
     *,
     full_queue: bool = False,
+    also: ReleaseRow | None = None,
 ) -> Snapshot:
     """The environment as the policy sees it.
 
@@ -119,13 +120,21 @@ def build_snapshot(
     when parallel is off; with parallel on, the first release of each distinct claim up to
     the first whole-environment one (see :func:`_queue_prefix`). The decision's ``start`` is
     then the same as over the full queue; its reasons for held releases may be partial.
+
+    ``also`` (parallel off only): a waiting release appended to the head, so that the decision
+    gives its complete reasons: with parallel off a queued release is held by what runs, by
+    the head of the queue (the earliest release it waits behind) and by what holds the whole
+    queue (pauses, windows, foreign locks), never by the releases between.
     """
     running = tuple(claim_of(r) for r in repo.running_rows(env.id))
     parallel = env.parallel_releases and not env.approval_required
     if full_queue:
         queue = tuple(claim_of(r) for r in repo.waiting_rows(env.id))
     elif not parallel:
-        queue = tuple(claim_of(r) for r in repo.waiting_rows(env.id, limit=1))
+        heads = repo.waiting_rows(env.id, limit=1)
+        if also is not None and also.dispatched_at is None and all(r.id != also.id for r in heads):
+            heads.append(also)
+        queue = tuple(claim_of(r) for r in heads)
     else:
         queue = _queue_prefix(repo, env, running)
     return Snapshot(

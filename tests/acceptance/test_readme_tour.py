@@ -24,6 +24,7 @@ def tour_script() -> str:
     return "set -euo pipefail\n" + "\n".join(lines) + "\n"
 
 
+@pytest.mark.timeout(360)  # two workers, beat and ~40 CLI processes on a 2-core machine
 def test_readme_tour_runs_as_printed(stack) -> None:
     stack.apply_shop()
     stack.worker(name="w1")

@@ -141,7 +141,10 @@ def run_worker(client: Client, worker: str = WORKER) -> list[tuple[int, str]]:
             return outcomes
         for message in messages:
             outcomes.append(
-                (message.release_id, engine.execute(client.ctx, message.release_id, worker))
+                (
+                    message.release_id,
+                    engine.execute(client.ctx, message.release_id, worker, hint=message.hint),
+                )
             )
 
 

@@ -11,6 +11,7 @@ import threading
 import time
 from typing import Any
 
+import pytest
 import test_storage as shared
 from sqlalchemy import and_, func, or_, select
 from test_storage import (
@@ -134,12 +135,19 @@ resources:
 """
 
 
-def test_a_message_delivered_to_several_workers_runs_once(client: Client, clients: Clients) -> None:
+@pytest.mark.parametrize("with_hint", [True, False], ids=["hint", "no-hint"])
+def test_a_message_delivered_to_several_workers_runs_once(
+    client: Client, clients: Clients, with_hint: bool
+) -> None:
     client.apply_blueprint_text(DUPLICATE_BLUEPRINT)
     a = client.submit("dup", "prod").id
-    assert _sent(client) == [a]
+    [message] = client.ctx.transport.take()  # type: ignore[attr-defined]
+    assert message.release_id == a
+    hint = message.hint if with_hint else None
     workers = [clients() for _ in range(4)]
-    outcomes = in_threads(len(workers), lambda i: engine.execute(workers[i].ctx, a, f"worker-{i}"))
+    outcomes = in_threads(
+        len(workers), lambda i: engine.execute(workers[i].ctx, a, f"worker-{i}", hint=hint)
+    )
     assert sorted(o.split(":")[0] for o in outcomes) == ["skipped"] * 3 + ["succeeded"]
     with client.ctx.db.session(write=False) as s:
         steps = list(s.scalars(select(StepRow.resource).where(StepRow.release_id == a)))
@@ -205,7 +213,7 @@ def test_submitters_dispatchers_and_workers_never_overlap_releases(
             while time.monotonic() < deadline:
                 messages = c.ctx.transport.take()  # type: ignore[attr-defined]
                 for m in messages:
-                    engine.execute(c.ctx, m.release_id, f"worker-{i}")
+                    engine.execute(c.ctx, m.release_id, f"worker-{i}", hint=m.hint)
                 rows = release_rows(c)
                 if len(rows) == total and all(r.status == "succeeded" for r in rows):
                     done.set()

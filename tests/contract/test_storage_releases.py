@@ -173,6 +173,76 @@ def test_second_execution_of_a_release_is_a_no_op(client: Client) -> None:
     assert dump(client) == before
 
 
+def test_the_message_hint_names_what_the_release_locks(client: Client) -> None:
+    full = client.submit("shop", "prod").id
+    [message] = client.ctx.transport.take()  # type: ignore[attr-defined]
+    assert message.release_id == full
+    eid = message.hint["env_id"]
+    assert message.hint == {"env_id": eid, "project": "shop", "environment": "prod",
+                            "whole": True, "resources": []}
+    assert engine.execute(client.ctx, full, WORKER, hint=message.hint) == "succeeded"
+    client.settings("shop", "prod", parallel=True)
+    sel = client.submit("shop", "prod", "selective",
+                        targets=["service/payments", "database/orders:refresh"]).id
+    [message] = client.ctx.transport.take()  # type: ignore[attr-defined]
+    assert message.hint == {"env_id": eid, "project": "shop", "environment": "prod",
+                            "whole": False, "resources": ["database/orders", "service/payments"]}
+    assert engine.execute(client.ctx, sel, WORKER, hint=message.hint) == "succeeded"
+    # a late duplicate with its hint: takes the locks for a moment, changes nothing
+    before = dump(client)
+    assert engine.execute(client.ctx, sel, "worker-2", hint=message.hint) == (
+        f"skipped: release {sel} is succeeded")
+    assert dump(client) == before
+    assert client.ctx.locks.holders("shop/prod") == []
+
+
+@pytest.mark.parametrize(
+    ("hint", "mismatch"),
+    [
+        ({"whole": False, "resources": ["service/catalog"]}, True),  # not what it locks
+        ({"project": "shop", "environment": "staging"}, True),  # another environment's locks
+        ({"resources": "service/payments"}, False),  # malformed: a string, not a list
+        ({"env_id": None}, False),  # malformed
+    ],
+)
+def test_a_hint_that_does_not_match_the_release_is_not_trusted(
+    client: Client, hint: dict[str, Any], mismatch: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    a = client.submit("shop", "prod").id
+    [message] = client.ctx.transport.take()  # type: ignore[attr-defined]
+    with caplog.at_level("WARNING", logger="release_orchestrator.services.engine"):
+        outcome = engine.execute(client.ctx, a, WORKER, hint={**message.hint, **hint})
+    assert outcome == "succeeded"
+    assert ("lock hint does not match" in caplog.text) is mismatch
+    with client.ctx.db.session(write=False) as s:
+        steps = [(st.resource, st.status) for st in Repository(s).steps(a)]
+    assert steps == [("database/orders", "succeeded"), ("service/payments", "succeeded"),
+                     ("service/catalog", "succeeded")]
+    assert client.ctx.locks.holders("shop/prod") == []
+    assert client.ctx.locks.holders("shop/staging") == []
+
+
+def test_a_queued_release_says_at_submit_what_holds_it_as_explain_does(client: Client) -> None:
+    from release_orchestrator.services.explain import explain
+
+    releases = [client.submit("shop", "prod")]  # starts
+    releases.append(client.submit("shop", "prod"))
+    client.pause("shop", "prod", reason="freeze")
+    releases.append(client.submit("shop", "prod", "selective", targets=["service/catalog"]))
+    releases.append(client.submit("shop", "prod", "custom"))
+    assert releases[0].held == [] and releases[0].position == 1
+    assert [h.code for h in releases[1].held] == ["state_lock_held"]  # before the pause
+    held = explain(client.ctx, "shop", "prod")
+    assert [r.position for r in releases[1:]] == [2, 3, 4]
+    for release in releases[2:]:
+        assert release.held == held[release.id]
+    assert [(h.code, h.release_id) for h in releases[3].held] == [
+        ("environment_paused", None),
+        ("state_lock_held", releases[0].id),
+        ("waiting_behind", releases[1].id),
+    ]
+
+
 def test_fenced_update_with_a_stale_token_writes_nothing(client: Client) -> None:
     a = client.submit("shop", "prod").id
     claim(client, a, token=7)

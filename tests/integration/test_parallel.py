@@ -167,6 +167,9 @@ def test_fail_on_conflict_exits_4_naming_the_conflict(slow_stack) -> None:
 
 def test_lock_list_and_break_and_foreign_lock(slow_stack) -> None:
     s = slow_stack
+    # long enough for `lock list` (a CLI process) to see it running on a loaded machine
+    s.cli("resource", "set", "-p", "shop", "-e", "prod", "service/payments",
+          "deploy_seconds=6", check=True)
     first = selective(s, "prod", "service/payments")
     s.wait_status(first, {"running"})
     holders = json.loads(s.cli("lock", "list", "-p", "shop", "-e", "prod", "-o", "json",

@@ -761,3 +761,30 @@ def test_findings_cover_every_code() -> None:
         assert f.code == r.code and f.message and f.remedy
         # The fallback (message == code) is never used for a known code.
         assert f.message != str(r.code)
+
+
+@PROPS
+@given(snapshots(), st.data())
+def test_serial_reasons_of_a_release_need_only_the_head_of_the_queue(
+    s: Snapshot, data: st.DataObject
+) -> None:
+    """With parallel off, once what may start has started (as ``submit`` sees it after the
+    dispatcher's decision in the same transaction), a queued release's reasons from (head of
+    the queue, it) are its reasons over the whole queue: ``submit`` renders them without
+    reading the queue (services.snapshot, ``also``)."""
+    s = Snapshot(**{**vars(s), "parallel_releases": False})
+    started = set(decide(s).start)
+    s = Snapshot(
+        **{
+            **vars(s),
+            "running": s.running + tuple(c for c in s.queue if c.release_id in started),
+            "queue": tuple(c for c in s.queue if c.release_id not in started),
+        }
+    )
+    if not s.queue:
+        return
+    claim = data.draw(st.sampled_from(s.queue))
+    partial = (s.queue[0],) if claim == s.queue[0] else (s.queue[0], claim)
+    cut = decide(Snapshot(**{**vars(s), "queue": partial}))
+    assert cut.start == () == decide(s).start
+    assert cut.reasons(claim.release_id) == decide(s).reasons(claim.release_id)
