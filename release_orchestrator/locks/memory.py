@@ -233,22 +233,33 @@ class MemoryLockStore:
     def release(self, lease: Lease) -> None:
         """See ``LockStore.release``: owner-only, idempotent."""
         with self._mutex:
-            now = self._now()
+            self._release(lease)
+
+    def release_and_holders(self, lease: Lease) -> list[LockHolder]:
+        """See ``LockStore.release_and_holders``."""
+        with self._mutex:
+            self._release(lease)
             env = self._env(lease.env_key)
-            self._purge(env, now)
-            owner = lease.owner
-            meta = env.meta.get(owner)
-            if meta is not None and meta.fence != lease.fencing_token:
-                return
-            if env.env_lock is not None and env.env_lock.owner == owner:
-                env.env_lock = None
-            env.slots.pop(owner, None)
-            if not lease.exclusive:
-                for resource in lease.resources:
-                    lock = env.resources.get(resource)
-                    if lock is not None and lock.owner == owner:
-                        del env.resources[resource]
-            env.meta.pop(owner, None)
+            return self._collect_all(lease.env_key, env, self._now(), None)
+
+    def _release(self, lease: Lease) -> None:
+        """Owner-only, idempotent (call holding the mutex)."""
+        now = self._now()
+        env = self._env(lease.env_key)
+        self._purge(env, now)
+        owner = lease.owner
+        meta = env.meta.get(owner)
+        if meta is not None and meta.fence != lease.fencing_token:
+            return
+        if env.env_lock is not None and env.env_lock.owner == owner:
+            env.env_lock = None
+        env.slots.pop(owner, None)
+        if not lease.exclusive:
+            for resource in lease.resources:
+                lock = env.resources.get(resource)
+                if lock is not None and lock.owner == owner:
+                    del env.resources[resource]
+        env.meta.pop(owner, None)
 
     def holders(self, env_key: str) -> list[LockHolder]:
         """See ``LockStore.holders``."""

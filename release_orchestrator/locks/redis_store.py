@@ -177,6 +177,17 @@ class RedisLockStore:
         self._run("release", self._lease_keys(lease),
                   [lease.owner, lease.fencing_token, *self._lease_resources(lease)])
 
+    def release_and_holders(self, lease: Lease) -> list[LockHolder]:
+        """See ``LockStore.release_and_holders``: one ``EVALSHA``."""
+        k = self.keys
+        env = lease.env_key
+        reply = self._run(
+            "release",
+            [*self._lease_keys(lease), k.index(env)],
+            [lease.owner, lease.fencing_token, *self._lease_resources(lease), k.meta_prefix(env)],
+        )
+        return _parse_holders(env, reply[1], reply[2])
+
     def holders(self, env_key: str) -> list[LockHolder]:
         """See ``LockStore.holders``: one ``EVALSHA``, no SCAN."""
         env = validate_env_key(env_key)

@@ -196,6 +196,11 @@ class LockStore(Protocol):
         """
         ...
 
+    def release_and_holders(self, lease: Lease) -> list[LockHolder]:
+        """:meth:`release`, then the environment's live locks as :meth:`holders` lists them,
+        atomically (one round trip): what a finishing release needs for the next decision."""
+        ...
+
     def holders(self, env_key: str) -> list[LockHolder]:
         """Live locks of the environment in canonical order, read atomically (one round trip)."""
         ...

@@ -73,11 +73,12 @@ def decide_and_mark(
     expire_pauses(repo, project, env, now)
     if locks is None:
         locks = lock_infos(ctx, env_key(project.name, env.name))
-    snapshot = build_snapshot(repo, project, env, now, locks)
+    rows: dict[int, ReleaseRow] = {}
+    snapshot = build_snapshot(repo, project, env, now, locks, rows=rows)
     decision = decide(snapshot)
     out: list[Dispatch] = []
     for release_id in decision.start:
-        row = repo.loaded_release_row(release_id)
+        row = rows.get(release_id) or repo.loaded_release_row(release_id)
         row.dispatched_at = now
         row.dispatch_count = (row.dispatch_count or 0) + 1
         out.append(

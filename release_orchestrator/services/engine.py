@@ -25,6 +25,7 @@ from ..domain.names import env_key, resource_key
 from ..executors import StepContext, StepResult, get_executor
 from ..executors.registry import UnknownExecutor
 from ..locks import Lease, LockConflictError, LockRequest, LockStoreUnavailable
+from ..policy.admission import LockInfo
 from ..policy.plan import PlanError, PlannedStep, ResourceView, dependency_order, plan_release
 from ..storage.convert import sync_of
 from ..storage.repository import Repository
@@ -39,7 +40,7 @@ from ..storage.tables import (
 from .context import Context
 from .dispatch import Dispatch, decide_and_mark, evaluate, send
 from .heartbeat import Heartbeat, LeaseLost
-from .snapshot import lock_infos
+from .snapshot import lock_infos, lock_infos_of
 
 log = logging.getLogger(__name__)
 
@@ -344,6 +345,20 @@ class Runner:
             log.exception(
                 "release %s: could not release locks (they expire with the TTL)", self.release_id
             )
+
+    def unlock_and_read(self) -> tuple[LockInfo, ...]:
+        """:meth:`unlock`, and the environment's locks left afterwards (one round trip)."""
+        if self.unlocked:
+            return lock_infos(self.ctx, self.lease.env_key)
+        self.unlocked = True
+        self.stop_heartbeat()
+        try:
+            return lock_infos_of(self.ctx.locks.release_and_holders(self.lease))
+        except Exception:
+            log.exception(
+                "release %s: could not release locks (they expire with the TTL)", self.release_id
+            )
+            return lock_infos(self.ctx, self.lease.env_key)
 
     def heartbeat(self) -> None:
         with self.ctx.db.session() as s:
@@ -669,8 +684,7 @@ class Runner:
         ``running`` without locks and the reconciler ends it as a lost worker's.
         """
         now = self.ctx.clock.now()
-        self.unlock()
-        locks = lock_infos(self.ctx, env_key(job.project, job.environment))
+        locks = self.unlock_and_read()
         with self.ctx.db.session() as s:
             repo = Repository(s)
             project, env = repo.environment_by_id(job.env_id, lock=True)

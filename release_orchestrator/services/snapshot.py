@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
 from ..domain import PauseScope, ReleaseType
 from ..errors import Unavailable
+from ..locks import LockHolder
 from ..policy.admission import Claim, LockInfo, PauseState, Snapshot, WindowHold
 from ..policy.windows import Window, WindowKind, window_state
 from ..storage.repository import Repository
@@ -90,6 +91,11 @@ def lock_infos(ctx: Context, env_key: str, strict: bool = False) -> tuple[LockIn
         if strict:
             raise Unavailable(f"cannot read state locks: {exc}") from exc
         return ()
+    return lock_infos_of(holders)
+
+
+def lock_infos_of(holders: Iterable[LockHolder]) -> tuple[LockInfo, ...]:
+    """The policy's view of lock holders."""
     return tuple(
         LockInfo(
             scope=h.scope,
@@ -112,6 +118,7 @@ def build_snapshot(
     *,
     full_queue: bool = False,
     also: ReleaseRow | None = None,
+    rows: dict[int, ReleaseRow] | None = None,
 ) -> Snapshot:
     """The environment as the policy sees it.
 
@@ -125,18 +132,23 @@ def build_snapshot(
     gives its complete reasons: with parallel off a queued release is held by what runs, by
     the head of the queue (the earliest release it waits behind) and by what holds the whole
     queue (pauses, windows, foreign locks), never by the releases between.
+
+    ``rows``: filled with the queued rows read, by id (the session's identity map holds
+    them only weakly: the dispatcher marks the ones that start without reading them again).
     """
     running = tuple(claim_of(r) for r in repo.running_rows(env.id))
     parallel = env.parallel_releases and not env.approval_required
     if full_queue:
-        queue = tuple(claim_of(r) for r in repo.waiting_rows(env.id))
+        read = repo.waiting_rows(env.id)
     elif not parallel:
-        heads = repo.waiting_rows(env.id, limit=1)
-        if also is not None and also.dispatched_at is None and all(r.id != also.id for r in heads):
-            heads.append(also)
-        queue = tuple(claim_of(r) for r in heads)
+        read = repo.waiting_rows(env.id, limit=1)
+        if also is not None and also.dispatched_at is None and all(r.id != also.id for r in read):
+            read.append(also)
     else:
-        queue = _queue_prefix(repo, env, running)
+        read = _queue_prefix(repo, env, running)
+    if rows is not None:
+        rows.update((r.id, r) for r in read)
+    queue = tuple(claim_of(r) for r in read)
     return Snapshot(
         now=now,
         parallel_releases=env.parallel_releases,
@@ -154,7 +166,7 @@ def build_snapshot(
 
 def _queue_prefix(
     repo: Repository, env: EnvironmentRow, running: tuple[Claim, ...]
-) -> tuple[Claim, ...]:
+) -> list[ReleaseRow]:
     """The waiting releases that can matter for what starts now (parallel releases on).
 
     A release that needs exactly what an earlier waiting one needs is held by it and holds
@@ -165,32 +177,30 @@ def _queue_prefix(
     """
     free = env.max_parallel_releases - len(running)
     if free <= 0:
-        return ()
+        return []
     heads = repo.waiting_heads(env.id)
     if heads is not None:
-        out: list[Claim] = []
+        out: list[ReleaseRow] = []
         for row in heads:
-            claim = claim_of(row)
-            out.append(claim)
-            if claim.whole:
+            out.append(row)
+            if ReleaseType(row.type).needs_whole_environment:
                 break
-        return tuple(out)
+        return out
     return _paged_prefix(repo, env)
 
 
-def _paged_prefix(repo: Repository, env: EnvironmentRow) -> tuple[Claim, ...]:
+def _paged_prefix(repo: Repository, env: EnvironmentRow) -> list[ReleaseRow]:
     """The queue read page by page up to its first whole-environment release."""
-    out: list[Claim] = []
+    out: list[ReleaseRow] = []
     after: int | None = None
     while True:
         rows = repo.waiting_rows(env.id, limit=PAGE, after_seq=after)
         for row in rows:
-            claim = claim_of(row)
-            out.append(claim)
-            if claim.whole:
-                return tuple(out)
+            out.append(row)
+            if ReleaseType(row.type).needs_whole_environment:
+                return out
         if len(rows) < PAGE:
-            return tuple(out)
+            return out
         after = rows[-1].queue_seq
 
 

@@ -323,6 +323,22 @@ def test_release_is_owner_only_and_idempotent(h: Harness) -> None:
     assert s.extend(b)
 
 
+def test_release_and_holders_returns_what_is_left(h: Harness) -> None:
+    s = h.store
+    a = s.acquire(req("1:a", "service/web", release_id=1))
+    s.acquire(req("2:b", "db/main", release_id=2))
+    s.acquire(req("3:c", exclusive=True, release_id=3, env=OTHER_ENV))
+    left = s.release_and_holders(a)
+    assert summary(left) == [("slot", None, "2:b", 2), ("resource", "db/main", "2:b", 2)]
+    assert summary(left) == summary(s.holders(ENV))
+    s.acquire(req("4:d", "service/web", release_id=4))  # a's lock is gone
+    # a superseded or already released lease frees nothing and still lists the holders
+    assert summary(s.release_and_holders(a)) == summary(s.holders(ENV))
+    assert len(s.holders(ENV)) == 4
+    ex = s.acquire(req("5:e", exclusive=True, release_id=5, env="shop/dev"))
+    assert s.release_and_holders(ex) == []
+
+
 def test_release_exclusive(h: Harness) -> None:
     s = h.store
     ex = s.acquire(req("1:a", exclusive=True))

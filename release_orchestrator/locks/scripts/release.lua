@@ -7,10 +7,25 @@
 -- ARGV[2]     fencing token of the lease
 -- ARGV[3]     the lease's resources as a JSON array ('[]' for an exclusive lease)
 -- ARGV[4]     resource key prefix             {prefix}:lock:{env}:res:
+-- KEYS[4]     (optional) known resources set  {prefix}:lockidx:{env}
+-- ARGV[5]     (with KEYS[4]) metadata key prefix {prefix}:lockmeta:{env}:
 --
 -- Returns the number of lock parts removed.  Locks of other owners are never touched; if the
 -- owner's metadata carries a different fencing token (the lease was superseded by a newer
--- acquisition of the same owner) nothing is removed and 0 is returned.
+-- acquisition of the same owner) nothing is removed and 0 is returned.  With KEYS[4] it
+-- returns {removed, now_ms, {holder fields...}}: the environment's locks left afterwards, as
+-- holders.lua lists them (the dispatcher's next decision needs them: one round trip, not two).
+
+local function result(removed)
+  if #KEYS < 4 then
+    return removed
+  end
+  local now = now_ms()
+  prune_slots(KEYS[2], now)
+  local out = {}
+  collect_all(out, KEYS[1], KEYS[2], KEYS[4], ARGV[4], ARGV[5], now, nil)
+  return {removed, fmt(now), out}
+end
 
 local owner = ARGV[1]
 local rkeys = {}
@@ -19,7 +34,7 @@ for i, name in ipairs(cjson.decode(ARGV[3])) do
 end
 local fence = redis.call('HGET', KEYS[3], 'fence')
 if fence and fence ~= ARGV[2] then
-  return 0
+  return result(0)
 end
 
 local removed = 0
@@ -35,4 +50,4 @@ for i = 1, #rkeys do
   end
 end
 redis.call('DEL', KEYS[3])
-return removed
+return result(removed)
