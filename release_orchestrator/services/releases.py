@@ -10,7 +10,9 @@ from ..domain import Action, Release, ReleaseStatus, ReleaseType, Target, Trigge
 from ..domain.names import env_key
 from ..errors import InvalidRequest, ReleaseFailed, StateLockError
 from ..policy.admission import Code, Reason, conflicts, decide
+from ..storage import convert
 from ..storage.repository import Repository
+from ..storage.tables import ReleaseRow
 from .context import Context
 from .dispatch import Dispatch, decide_and_mark, evaluate, send
 from .explain import explain, holds_of
@@ -81,6 +83,7 @@ def submit(ctx: Context, req: ReleaseRequest) -> Release:
     locks = lock_infos(ctx, env_key(req.project, req.environment))
     recorded: tuple[str, str] | None = None
     release: Release | None = None
+    started_row: ReleaseRow | None = None
     started = False
     with ctx.db.session() as s:
         repo = Repository(s)
@@ -185,8 +188,9 @@ def submit(ctx: Context, req: ReleaseRequest) -> Release:
                     row = repo.loaded_release_row(release_id)
                     if started:
                         # one at a time: a release that starts is alone at the head of the
-                        # queue (and its row is in the session: the decision read it)
-                        release = repo.release_of_row(row, *recorded, position=1)
+                        # queue (and its row is in the session: the decision read it); its
+                        # domain object is built after publishing
+                        started_row = row
                     else:
                         # what holds it, from the running releases and the head of the queue
                         # (a cost that does not grow with the queue, unlike a full explain)
@@ -199,6 +203,8 @@ def submit(ctx: Context, req: ReleaseRequest) -> Release:
                             }
                         )
     send(ctx, dispatches)
+    if started_row is not None and recorded is not None:
+        release = convert.release_of(started_row, *recorded, position=1)
     if recorded is None:  # failed at once: re-read what the transaction recorded
         release = get(ctx, release_id, with_steps=False)
     elif release is None:

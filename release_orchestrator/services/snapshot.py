@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from ..domain import PauseScope, ReleaseType
 from ..errors import Unavailable
@@ -19,9 +20,13 @@ PAGE = 200
 
 
 def claim_of(row: ReleaseRow) -> Claim:
-    if ReleaseType(row.type).needs_whole_environment:
-        return Claim(row.id, whole=True)
-    return Claim(row.id, whole=False, resources=frozenset(t["resource"] for t in row.targets))
+    return claim_from(row.id, row.type, row.targets)
+
+
+def claim_from(release_id: int, rtype: str, targets: Sequence[Mapping[str, Any]] | None) -> Claim:
+    if ReleaseType(rtype).needs_whole_environment:
+        return Claim(release_id, whole=True)
+    return Claim(release_id, whole=False, resources=frozenset(t["resource"] for t in targets or ()))
 
 
 def pause_state(row: ProjectRow | EnvironmentRow, now: datetime) -> PauseState | None:
@@ -136,7 +141,7 @@ def build_snapshot(
     ``rows``: filled with the queued rows read, by id (the session's identity map holds
     them only weakly: the dispatcher marks the ones that start without reading them again).
     """
-    running = tuple(claim_of(r) for r in repo.running_rows(env.id))
+    running = tuple(claim_from(*r) for r in repo.running_claims(env.id))
     parallel = env.parallel_releases and not env.approval_required
     if full_queue:
         read = repo.waiting_rows(env.id)
