@@ -107,8 +107,7 @@ def test_max_parallel_caps_running_releases(slow_stack: Stack) -> None:
 
 def test_full_release_waits_for_running_selective_and_blocks_later_ones(slow_stack) -> None:
     s = slow_stack
-    s.cli("resource", "set", "-p", "shop", "-e", "prod", "service/payments",
-          "deploy_seconds=6", check=True)  # still running while we look at the queue
+    hold_payments(s)  # still running while we look at the queue
     first = selective(s, "prod", "service/payments")
     s.wait_status(first, {"running"})
     full = s.client.submit("shop", "prod", "full", force=True).id
@@ -128,8 +127,7 @@ def test_full_release_waits_for_running_selective_and_blocks_later_ones(slow_sta
 
 def test_deleting_a_blocking_queued_release_lets_the_next_start_at_once(slow_stack) -> None:
     s = slow_stack
-    s.cli("resource", "set", "-p", "shop", "-e", "prod", "service/payments",
-          "deploy_seconds=6", check=True)
+    hold_payments(s)
     first = selective(s, "prod", "service/payments")
     s.wait_status(first, {"running"})
     blocker = s.client.submit("shop", "prod", "full", force=True).id
@@ -149,8 +147,16 @@ def test_deleting_a_blocking_queued_release_lets_the_next_start_at_once(slow_sta
                for e in events)
 
 
+def hold_payments(s: Stack) -> None:
+    """service/payments deploys for 6 s in prod: long enough for the next CLI process (a
+    second or more on a loaded machine) to find its release still running."""
+    s.cli("resource", "set", "-p", "shop", "-e", "prod", "service/payments",
+          "deploy_seconds=6", check=True)
+
+
 def test_fail_on_conflict_exits_4_naming_the_conflict(slow_stack) -> None:
     s = slow_stack
+    hold_payments(s)
     first = selective(s, "prod", "service/payments")
     s.wait_status(first, {"running"})
     result = s.cli("release", "trigger", "-p", "shop", "-e", "prod", "--type", "selective",
@@ -167,9 +173,7 @@ def test_fail_on_conflict_exits_4_naming_the_conflict(slow_stack) -> None:
 
 def test_lock_list_and_break_and_foreign_lock(slow_stack) -> None:
     s = slow_stack
-    # long enough for `lock list` (a CLI process) to see it running on a loaded machine
-    s.cli("resource", "set", "-p", "shop", "-e", "prod", "service/payments",
-          "deploy_seconds=6", check=True)
+    hold_payments(s)
     first = selective(s, "prod", "service/payments")
     s.wait_status(first, {"running"})
     holders = json.loads(s.cli("lock", "list", "-p", "shop", "-e", "prod", "-o", "json",
