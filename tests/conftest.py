@@ -32,6 +32,16 @@ def redis_url(db: int = REDIS_DB) -> str:
     return f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}"
 
 
+def hint_of(client: Any, release_id: int) -> dict[str, Any]:
+    """The lock hint the dispatcher puts in a release's message (to forge duplicates)."""
+    from release_orchestrator.services.dispatch import lock_hint
+    from release_orchestrator.storage.repository import Repository
+
+    with client.ctx.db.session(write=False) as s:
+        row, prow, erow = Repository(s).release_with_environment(release_id)
+        return lock_hint(row, prow.name, erow.name)
+
+
 def redis_available() -> bool:
     import redis
 

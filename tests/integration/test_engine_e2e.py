@@ -9,6 +9,7 @@ import json
 import pytest
 
 from release_orchestrator.celery_transport import CeleryTransport, make_app
+from tests.conftest import hint_of
 
 pytestmark = pytest.mark.integration
 
@@ -139,8 +140,11 @@ def test_duplicate_messages_run_steps_exactly_once(stack) -> None:
     for _ in range(3):
         release = stack.client.submit("shop", "staging", "full", force=True)
         ids.append(release.id)
-        for _ in range(5):  # the same message, delivered again and again
-            transport.send_release("shop", "staging", release.id, "duplicate")
+        hint = hint_of(stack.client, release.id)
+        for copy in range(5):  # the same message, delivered again and again (with its hint,
+            # and without one as an older relo published it)
+            transport.send_release("shop", "staging", release.id, "duplicate",
+                                   hint=hint if copy % 2 == 0 else None)
     for release_id in ids:
         assert str(stack.wait_status(release_id).status) == "succeeded"
     log = stack.execution_log()

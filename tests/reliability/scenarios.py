@@ -26,7 +26,7 @@ from pathlib import Path
 import redis
 
 from release_orchestrator.celery_transport import CeleryTransport, make_app
-from tests.conftest import REDIS_DB, REDIS_HOST, REDIS_PORT, Stack
+from tests.conftest import REDIS_DB, REDIS_HOST, REDIS_PORT, Stack, hint_of
 
 FINAL = {"succeeded", "failed", "rolled_back", "rollback_failed", "cancelled", "rejected",
          "skipped"}
@@ -148,8 +148,10 @@ def duplicate_delivery(tmp: Path, releases: int, copies: int = 3) -> Outcome:
             rid = stack.client.submit("shop", "prod", "selective",
                                       targets=[targets[i % 4]]).id
             ids.append(rid)
-            for _ in range(copies - 1):
-                transport.send_release("shop", "prod", rid, "duplicate")
+            hint = hint_of(stack.client, rid)
+            for copy in range(copies - 1):  # with the lock hint, and as an older message
+                transport.send_release("shop", "prod", rid, "duplicate",
+                                       hint=hint if copy % 2 == 0 else None)
         statuses = wait_final(stack, ids, timeout=60 + releases)
         out.trials = len(ids)
         out.survived = sum(1 for s in statuses.values() if s == "succeeded")
