@@ -15,7 +15,7 @@ from typing import Any
 
 from ..domain import ReleaseStatus, ReleaseType
 from ..domain.names import env_key, queue_name
-from ..policy.admission import Decision, LockInfo, decide
+from ..policy.admission import Claim, Decision, LockInfo, decide
 from ..storage.repository import Repository
 from ..storage.tables import EnvironmentRow, ProjectRow, ReleaseRow
 from .context import Context
@@ -64,23 +64,25 @@ def decide_and_mark(
     env: EnvironmentRow,
     now: datetime,
     locks: Sequence[LockInfo] | None = None,
+    also: Claim | None = None,
 ) -> tuple[Decision, list[Dispatch]]:
     """Within a write transaction holding the environment lock: decide and mark dispatched.
 
     ``locks``: the environment's state locks when the caller read them just before the
     transaction (a Redis round trip less while holding the write lock); read here otherwise.
+    ``also``: a waiting release whose complete reasons the decision should give (see
+    :func:`build_snapshot`; it does not change what starts).
     """
     expire_pauses(repo, project, env, now)
     if locks is None:
         locks = lock_infos(ctx, env_key(project.name, env.name))
     rows: dict[int, ReleaseRow] = {}
-    snapshot = build_snapshot(repo, project, env, now, locks, rows=rows)
+    snapshot = build_snapshot(repo, project, env, now, locks, rows=rows, also=also)
     decision = decide(snapshot)
     out: list[Dispatch] = []
     for release_id in decision.start:
         row = rows.get(release_id) or repo.loaded_release_row(release_id)
-        row.dispatched_at = now
-        row.dispatch_count = (row.dispatch_count or 0) + 1
+        repo.mark_dispatched(row, now)
         out.append(
             Dispatch(
                 project.name,

@@ -27,14 +27,13 @@ from ..executors.registry import UnknownExecutor
 from ..locks import Lease, LockConflictError, LockRequest, LockStoreUnavailable
 from ..policy.admission import LockInfo
 from ..policy.plan import PlanError, PlannedStep, ResourceView, dependency_order, plan_release
-from ..storage.convert import sync_of
+from ..storage.convert import sync_from, sync_of
 from ..storage.repository import Repository
 from ..storage.tables import (
     EnvironmentRow,
     ProjectRow,
     ReleaseRow,
     ResourceRow,
-    ResourceStateRow,
     StepRow,
 )
 from .context import Context
@@ -642,34 +641,29 @@ class Runner:
             error=result.error,
             output=result.output,
         )
-        state = repo.s.get(ResourceStateRow, res.state_id)
-        assert state is not None
-        if state.fence > self.token:
-            raise LeaseLost(f"{res.key} was written by a newer release")
-        state.fence = self.token
-        state.last_release_id = job.release_id
-        state.updated_at = now
+        values: dict[str, Any] = {"last_release_id": job.release_id, "updated_at": now}
         if result.ok:
             if action is Action.APPLY:
-                state.applied_spec = desired
-                state.ever_applied = True
-                state.unknown = False
-                state.degraded = False
+                values.update(applied_spec=desired, ever_applied=True, unknown=False,
+                              degraded=False)
             elif action is Action.DESTROY:
-                state.applied_spec = None
-                state.unknown = False
-                state.degraded = False
+                values.update(applied_spec=None, unknown=False, degraded=False)
             else:
-                state.applied_spec = result.observed_spec
-                state.ever_applied = state.ever_applied or result.observed_spec is not None
-                state.unknown = False
+                values.update(applied_spec=result.observed_spec, unknown=False)
+                if result.observed_spec is not None:
+                    values["ever_applied"] = True
         elif phase is StepPhase.ROLLBACK:
-            state.unknown = True
-            state.degraded = True
+            values.update(unknown=True, degraded=True)
         elif action is not Action.REFRESH:
-            state.degraded = True
-        res.applied = dict(state.applied_spec) if state.applied_spec is not None else None
-        res.sync = sync_of(state)
+            values["degraded"] = True
+        state = repo.write_state(res.state_id, self.token, **values)
+        if state is None:
+            raise LeaseLost(f"{res.key} was written by a newer release")
+        applied = state["applied_spec"]
+        res.applied = dict(applied) if applied is not None else None
+        res.sync = sync_from(
+            state["desired_spec"], applied, state["ever_applied"], state["unknown"]
+        )
 
     def _finish(self, job: Job, status: ReleaseStatus, error: str | None) -> str:
         """Record the end and, in the same transaction, start what may start next.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..domain import Action, Release, ReleaseStatus, ReleaseType, Target, Trigger
 from ..domain.names import env_key
@@ -16,7 +17,7 @@ from ..storage.tables import ReleaseRow
 from .context import Context
 from .dispatch import Dispatch, decide_and_mark, evaluate, send
 from .explain import explain, holds_of
-from .snapshot import build_snapshot, lock_infos
+from .snapshot import build_snapshot, claim_from, lock_infos
 
 _VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -108,7 +109,7 @@ def submit(ctx: Context, req: ReleaseRequest) -> Release:
         status = ReleaseStatus.QUEUED
         if plan_error is None and env.approval_required:
             status = ReleaseStatus.PENDING_APPROVAL
-        release_id = repo.insert_release(
+        values: dict[str, Any] = dict(
             environment_id=env.id,
             type=str(req.type),
             status=str(ReleaseStatus.FAILED if plan_error else status),
@@ -128,6 +129,7 @@ def submit(ctx: Context, req: ReleaseRequest) -> Release:
             error=plan_error,
             dispatch_count=0,
         )
+        release_id = repo.insert_release(**values)
         repo.event(
             at=now,
             actor=actor,
@@ -150,7 +152,12 @@ def submit(ctx: Context, req: ReleaseRequest) -> Release:
             )
             dispatches: list[Dispatch] = []
         else:
-            decision, dispatches = decide_and_mark(ctx, repo, project, env, now, locks)
+            serial = not (env.parallel_releases and not env.approval_required)
+            queued_serial = serial and status is ReleaseStatus.QUEUED
+            # with parallel off the dispatcher's snapshot holds only the head of the queue:
+            # the new release is added to it, so that the decision gives its every reason
+            also = claim_from(release_id, str(req.type), targets) if queued_serial else None
+            decision, dispatches = decide_and_mark(ctx, repo, project, env, now, locks, also)
             started = release_id in decision.start
             reasons = decision.reasons(release_id)
             if req.fail_on_conflict and not started:
@@ -183,24 +190,18 @@ def submit(ctx: Context, req: ReleaseRequest) -> Release:
             else:
                 failed_conflict = None
                 recorded = (project.name, env.name)
-                serial = not (env.parallel_releases and not env.approval_required)
-                if serial and status is ReleaseStatus.QUEUED:
-                    row = repo.loaded_release_row(release_id)
+                if queued_serial:
+                    # the row as inserted (not read back: the transaction wrote every column)
+                    row = ReleaseRow(id=release_id, **values)
                     if started:
                         # one at a time: a release that starts is alone at the head of the
-                        # queue (and its row is in the session: the decision read it); its
-                        # domain object is built after publishing
+                        # queue; its domain object is built after publishing
                         started_row = row
                     else:
-                        # what holds it, from the running releases and the head of the queue
-                        # (a cost that does not grow with the queue, unlike a full explain)
-                        snapshot = build_snapshot(repo, project, env, now, locks, also=row)
+                        # what holds it: the running releases and the head of the queue (a
+                        # cost that does not grow with the queue, unlike a full explain)
                         release = repo.release_of_row(row, *recorded).model_copy(
-                            update={
-                                "held": holds_of(
-                                    decide(snapshot).reasons(release_id), *recorded, release_id
-                                )
-                            }
+                            update={"held": holds_of(reasons, *recorded, release_id)}
                         )
     send(ctx, dispatches)
     if started_row is not None and recorded is not None:

@@ -122,7 +122,7 @@ def build_snapshot(
     locks: Sequence[LockInfo],
     *,
     full_queue: bool = False,
-    also: ReleaseRow | None = None,
+    also: Claim | None = None,
     rows: dict[int, ReleaseRow] | None = None,
 ) -> Snapshot:
     """The environment as the policy sees it.
@@ -133,10 +133,11 @@ def build_snapshot(
     the first whole-environment one (see :func:`_queue_prefix`). The decision's ``start`` is
     then the same as over the full queue; its reasons for held releases may be partial.
 
-    ``also`` (parallel off only): a waiting release appended to the head, so that the decision
-    gives its complete reasons: with parallel off a queued release is held by what runs, by
-    the head of the queue (the earliest release it waits behind) and by what holds the whole
-    queue (pauses, windows, foreign locks), never by the releases between.
+    ``also`` (parallel off only): the claim of a waiting release (not yet dispatched) appended
+    to the head, so that the decision gives its complete reasons: with parallel off a queued
+    release is held by what runs, by the head of the queue (the earliest release it waits
+    behind) and by what holds the whole queue (pauses, windows, foreign locks), never by the
+    releases between.
 
     ``rows``: filled with the queued rows read, by id (the session's identity map holds
     them only weakly: the dispatcher marks the ones that start without reading them again).
@@ -147,13 +148,14 @@ def build_snapshot(
         read = repo.waiting_rows(env.id)
     elif not parallel:
         read = repo.waiting_rows(env.id, limit=1)
-        if also is not None and also.dispatched_at is None and all(r.id != also.id for r in read):
-            read.append(also)
     else:
         read = _queue_prefix(repo, env, running)
     if rows is not None:
         rows.update((r.id, r) for r in read)
     queue = tuple(claim_of(r) for r in read)
+    serial_head = not parallel and not full_queue
+    if also is not None and serial_head and all(c.release_id != also.release_id for c in queue):
+        queue += (also,)
     return Snapshot(
         now=now,
         parallel_releases=env.parallel_releases,

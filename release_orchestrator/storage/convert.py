@@ -125,9 +125,16 @@ def release_of(
 
 
 def sync_of(state: ResourceStateRow) -> SyncStatus:
-    if state.unknown or (state.applied_spec is None and not state.ever_applied):
+    return sync_from(state.desired_spec, state.applied_spec, state.ever_applied, state.unknown)
+
+
+def sync_from(
+    desired: Any, applied: Any, ever_applied: bool | None, unknown: bool | None
+) -> SyncStatus:
+    """The sync status of a resource state given as values (see :func:`sync_of`)."""
+    if unknown or (applied is None and not ever_applied):
         return SyncStatus.UNKNOWN
-    if state.applied_spec == state.desired_spec:
+    if applied == desired:
         return SyncStatus.SYNCED
     return SyncStatus.OUT_OF_SYNC
 

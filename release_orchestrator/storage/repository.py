@@ -16,6 +16,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, func, insert, select, text, union_all, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ..domain import (
     Environment,
@@ -70,6 +71,57 @@ _EVENTS = cast(Table, EventRow.__table__)
 _STEPS = cast(Table, StepRow.__table__)
 _RELEASES = cast(Table, ReleaseRow.__table__)
 _INSERT_EVENT = insert(_EVENTS)
+_ENVIRONMENTS = cast(Table, EnvironmentRow.__table__)
+_STATES = cast(Table, ResourceStateRow.__table__)
+# plain UPDATEs of the hot path: the unit of work costs several times the statement
+_NEXT_QUEUE_SEQ = (
+    update(_ENVIRONMENTS)
+    .where(_ENVIRONMENTS.c.id == bindparam("env_id"))
+    .values(queue_counter=func.coalesce(_ENVIRONMENTS.c.queue_counter, 0) + 1)
+    .returning(_ENVIRONMENTS.c.queue_counter)
+)
+_MARK_DISPATCHED = (
+    update(_RELEASES)
+    .where(_RELEASES.c.id == bindparam("release_id"))
+    .values(
+        dispatched_at=bindparam("at", type_=_RELEASES.c.dispatched_at.type),
+        dispatch_count=func.coalesce(_RELEASES.c.dispatch_count, 0) + 1,
+    )
+)
+_INSERT_RELEASE = insert(_RELEASES)
+_WRITE_STATE = (
+    update(_STATES)
+    .where(_STATES.c.id == bindparam("w_id"), _STATES.c.fence <= bindparam("w_token"))
+    .returning(
+        _STATES.c.desired_spec,
+        _STATES.c.applied_spec,
+        _STATES.c.ever_applied,
+        _STATES.c.unknown,
+        _STATES.c.degraded,
+    )
+)
+_INSERT_STEP = insert(_STEPS)
+# the SET clause of these comes from the parameters' keys (each combination compiled once);
+# the WHERE parameters are named w_* so that they never collide with a column
+_UPDATE_STEP = update(_STEPS).where(_STEPS.c.id == bindparam("w_id"))
+_SET_STATUS = update(_RELEASES).where(
+    _RELEASES.c.id == bindparam("w_id"),
+    _RELEASES.c.status.in_(bindparam("w_olds", expanding=True)),
+)
+_FENCED_UPDATE = update(_RELEASES).where(
+    _RELEASES.c.id == bindparam("w_id"),
+    _RELEASES.c.status == ReleaseStatus.RUNNING,
+    _RELEASES.c.fencing_token == bindparam("w_token"),
+)
+_FENCE_CHECK = (
+    select(_RELEASES.c.id)
+    .where(
+        _RELEASES.c.id == bindparam("w_id"),
+        _RELEASES.c.status == ReleaseStatus.RUNNING,
+        _RELEASES.c.fencing_token == bindparam("w_token"),
+    )
+    .with_for_update(read=True)
+)
 #: At most this many distinct claims are walked; a queue with more is read page by page.
 HEADS_LIMIT = 500
 # A waiting release without a claim key sorts first in the claim index when there is one:
@@ -341,14 +393,35 @@ class Repository:
 
     def insert_release(self, **values: Any) -> int:
         """Insert one release row without the unit of work; returns its id."""
-        result = cast(CursorResult[Any], self.s.execute(insert(_RELEASES).values(**values)))
+        result = cast(CursorResult[Any], self.s.execute(_INSERT_RELEASE, values))
         assert result.inserted_primary_key is not None
         return int(result.inserted_primary_key[0])
 
     def next_queue_seq(self, env: EnvironmentRow) -> int:
         """The next FIFO sequence number of ``env`` (call with the environment locked)."""
-        env.queue_counter = (env.queue_counter or 0) + 1
-        return env.queue_counter
+        if not self.s.get_bind().dialect.update_returning:  # pragma: no cover - old SQLite
+            env.queue_counter = (env.queue_counter or 0) + 1
+            return env.queue_counter
+        seq = int(self.s.execute(_NEXT_QUEUE_SEQ, {"env_id": env.id}).scalar_one())
+        set_committed_value(env, "queue_counter", seq)
+        return seq
+
+    def mark_dispatched(self, row: ReleaseRow, at: datetime) -> None:
+        """Record that ``row`` was handed to a worker at ``at`` (one UPDATE; the loaded row
+        is updated to match)."""
+        self.s.execute(_MARK_DISPATCHED, {"release_id": row.id, "at": at})
+        set_committed_value(row, "dispatched_at", at)
+        set_committed_value(row, "dispatch_count", (row.dispatch_count or 0) + 1)
+
+    def write_state(
+        self, state_id: int, token: int, **values: Any
+    ) -> dict[str, Any] | None:
+        """Fenced write of a resource state: only when no newer release (higher fencing
+        token) wrote it. Returns the new desired/applied spec and flags, or None when fenced
+        out (or gone)."""
+        params = {"w_id": state_id, "w_token": token, "fence": token, **values}
+        row = self.s.execute(_WRITE_STATE, params).first()
+        return None if row is None else dict(row._mapping)
 
     def release_row(self, release_id: int, *, lock: bool = False) -> ReleaseRow:
         query = select(ReleaseRow).where(ReleaseRow.id == release_id)
@@ -580,12 +653,8 @@ class Repository:
     ) -> bool:
         """Compare-and-set the status; True when this call made the change."""
         olds = [old] if isinstance(old, ReleaseStatus) else list(old)
-        result = self.s.execute(
-            update(ReleaseRow)
-            .where(ReleaseRow.id == release_id, ReleaseRow.status.in_(olds))
-            .values(status=new, **values)
-            .execution_options(synchronize_session=False)
-        )
+        params = {"w_id": release_id, "w_olds": [str(o) for o in olds], "status": str(new)}
+        result = self.s.execute(_SET_STATUS, {**params, **values})
         return bool(getattr(result, "rowcount", 0) == 1)
 
     def fenced_update(self, release_id: int, token: int, **values: Any) -> bool:
@@ -594,27 +663,10 @@ class Repository:
         With no values it only checks, taking a shared row lock (PostgreSQL) so the release
         cannot be ended by someone else before this transaction commits.
         """
+        params = {"w_id": release_id, "w_token": token}
         if not values:
-            found = self.s.scalar(
-                select(ReleaseRow.id)
-                .where(
-                    ReleaseRow.id == release_id,
-                    ReleaseRow.status == ReleaseStatus.RUNNING,
-                    ReleaseRow.fencing_token == token,
-                )
-                .with_for_update(read=True)
-            )
-            return found is not None
-        result = self.s.execute(
-            update(ReleaseRow)
-            .where(
-                ReleaseRow.id == release_id,
-                ReleaseRow.status == ReleaseStatus.RUNNING,
-                ReleaseRow.fencing_token == token,
-            )
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
+            return self.s.scalar(_FENCE_CHECK, params) is not None
+        result = self.s.execute(_FENCED_UPDATE, {**params, **values})
         return bool(getattr(result, "rowcount", 0) == 1)
 
     def environments_with_waiting(self) -> list[int]:
@@ -686,13 +738,13 @@ class Repository:
     # -- steps ---------------------------------------------------------------------------
     def add_step(self, **values: Any) -> int:
         """Insert one step row; returns its id."""
-        result = cast(CursorResult[Any], self.s.execute(insert(_STEPS).values(**values)))
+        result = cast(CursorResult[Any], self.s.execute(_INSERT_STEP, values))
         assert result.inserted_primary_key is not None
         return int(result.inserted_primary_key[0])
 
     def update_step(self, step_id: int, **values: Any) -> None:
         """Update one step row by id."""
-        self.s.execute(update(_STEPS).where(_STEPS.c.id == step_id).values(**values))
+        self.s.execute(_UPDATE_STEP, {"w_id": step_id, **values})
 
     def events(
         self,
