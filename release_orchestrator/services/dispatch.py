@@ -16,8 +16,9 @@ from typing import Any
 from ..domain import ReleaseStatus, ReleaseType
 from ..domain.names import env_key, queue_name
 from ..policy.admission import Claim, Decision, LockInfo, decide
+from ..storage.records import WaitingRecord
 from ..storage.repository import Repository
-from ..storage.tables import EnvironmentRow, ProjectRow, ReleaseRow
+from ..storage.tables import EnvironmentRow, ProjectRow
 from .context import Context
 from .snapshot import build_snapshot, expire_pauses, lock_infos
 
@@ -35,7 +36,7 @@ class Dispatch:
     hint: dict[str, Any] | None = None
 
 
-def lock_hint(row: ReleaseRow, project: str, environment: str) -> dict[str, Any]:
+def lock_hint(row: WaitingRecord, project: str, environment: str) -> dict[str, Any]:
     """What a release locks, carried in its message: the worker takes the state locks first
     and reads the release in the claiming transaction, where the row is checked against it
     (type and targets of a release never change)."""
@@ -49,7 +50,7 @@ def lock_hint(row: ReleaseRow, project: str, environment: str) -> dict[str, Any]
     }
 
 
-def describe(row: ReleaseRow, project: str, environment: str) -> str:
+def describe(row: WaitingRecord, project: str, environment: str) -> str:
     """A readable one-liner for Flower (argsrepr)."""
     text = f"release={row.id} env={project}/{environment} type={row.type}"
     if row.type == ReleaseType.SELECTIVE and row.targets:
@@ -76,7 +77,7 @@ def decide_and_mark(
     expire_pauses(repo, project, env, now)
     if locks is None:
         locks = lock_infos(ctx, env_key(project.name, env.name))
-    rows: dict[int, ReleaseRow] = {}
+    rows: dict[int, WaitingRecord] = {}
     snapshot = build_snapshot(repo, project, env, now, locks, rows=rows, also=also)
     decision = decide(snapshot)
     out: list[Dispatch] = []

@@ -28,12 +28,12 @@ from ..locks import Lease, LockConflictError, LockRequest, LockStoreUnavailable
 from ..policy.admission import LockInfo
 from ..policy.plan import PlanError, PlannedStep, ResourceView, dependency_order, plan_release
 from ..storage.convert import sync_from, sync_of
+from ..storage.records import ResourceRecord
 from ..storage.repository import Repository
 from ..storage.tables import (
     EnvironmentRow,
     ProjectRow,
     ReleaseRow,
-    ResourceRow,
     StepRow,
 )
 from .context import Context
@@ -142,7 +142,7 @@ def execute(
     """
     pre = _LockPlan.of_hint(hint)
     row: ReleaseRow | None = None
-    resources: list[ResourceRow] | None = None
+    resources: list[ResourceRecord] | None = None
     if pre is None:
         with ctx.db.session(write=False) as s:
             repo = Repository(s)
@@ -379,7 +379,7 @@ class Runner:
         row: ReleaseRow,
         project: ProjectRow,
         env: EnvironmentRow,
-        resources: list[ResourceRow] | None = None,
+        resources: list[ResourceRecord] | None = None,
     ) -> Job:
         """The release with its environment's resources and their states (read in ``repo``;
         ``resources``: the project's resource definitions, when already read)."""

@@ -11,15 +11,16 @@ from ..errors import Unavailable
 from ..locks import LockHolder
 from ..policy.admission import Claim, LockInfo, PauseState, Snapshot, WindowHold
 from ..policy.windows import Window, WindowKind, window_state
+from ..storage.records import WaitingRecord
 from ..storage.repository import Repository
-from ..storage.tables import EnvironmentRow, ProjectRow, ReleaseRow
+from ..storage.tables import EnvironmentRow, ProjectRow
 from .context import Context
 
 #: Queued releases read per page when looking for ones that may start.
 PAGE = 200
 
 
-def claim_of(row: ReleaseRow) -> Claim:
+def claim_of(row: WaitingRecord) -> Claim:
     return claim_from(row.id, row.type, row.targets)
 
 
@@ -123,7 +124,7 @@ def build_snapshot(
     *,
     full_queue: bool = False,
     also: Claim | None = None,
-    rows: dict[int, ReleaseRow] | None = None,
+    rows: dict[int, WaitingRecord] | None = None,
 ) -> Snapshot:
     """The environment as the policy sees it.
 
@@ -173,7 +174,7 @@ def build_snapshot(
 
 def _queue_prefix(
     repo: Repository, env: EnvironmentRow, running: tuple[Claim, ...]
-) -> list[ReleaseRow]:
+) -> list[WaitingRecord]:
     """The waiting releases that can matter for what starts now (parallel releases on).
 
     A release that needs exactly what an earlier waiting one needs is held by it and holds
@@ -187,7 +188,7 @@ def _queue_prefix(
         return []
     heads = repo.waiting_heads(env.id)
     if heads is not None:
-        out: list[ReleaseRow] = []
+        out: list[WaitingRecord] = []
         for row in heads:
             out.append(row)
             if ReleaseType(row.type).needs_whole_environment:
@@ -196,9 +197,9 @@ def _queue_prefix(
     return _paged_prefix(repo, env)
 
 
-def _paged_prefix(repo: Repository, env: EnvironmentRow) -> list[ReleaseRow]:
+def _paged_prefix(repo: Repository, env: EnvironmentRow) -> list[WaitingRecord]:
     """The queue read page by page up to its first whole-environment release."""
-    out: list[ReleaseRow] = []
+    out: list[WaitingRecord] = []
     after: int | None = None
     while True:
         rows = repo.waiting_rows(env.id, limit=PAGE, after_seq=after)

@@ -25,13 +25,12 @@ from ..domain import (
     Trigger,
 )
 from ..domain.names import resource_key
+from .records import ResourceRecord, StateRecord
 from .tables import (
     EnvironmentRow,
     EventRow,
     ProjectRow,
     ReleaseRow,
-    ResourceRow,
-    ResourceStateRow,
     StepRow,
 )
 
@@ -124,7 +123,7 @@ def release_of(
     )
 
 
-def sync_of(state: ResourceStateRow) -> SyncStatus:
+def sync_of(state: StateRecord) -> SyncStatus:
     return sync_from(state.desired_spec, state.applied_spec, state.ever_applied, state.unknown)
 
 
@@ -139,7 +138,7 @@ def sync_from(
     return SyncStatus.OUT_OF_SYNC
 
 
-def health_of(state: ResourceStateRow, progressing: bool) -> Health:
+def health_of(state: StateRecord, progressing: bool) -> Health:
     if progressing:
         return Health.PROGRESSING
     if state.degraded:
@@ -150,7 +149,7 @@ def health_of(state: ResourceStateRow, progressing: bool) -> Health:
 
 
 def resource_status_of(
-    res: ResourceRow, state: ResourceStateRow, progressing: bool
+    res: ResourceRecord, state: StateRecord, progressing: bool
 ) -> ResourceStatus:
     return ResourceStatus(
         resource=resource_key(res.rtype, res.name),

@@ -17,6 +17,7 @@ from sqlalchemy import Table, bindparam, func, insert, select, text, union_all, 
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 
 from ..domain import (
     Environment,
@@ -28,6 +29,7 @@ from ..domain import (
 from ..domain.names import resource_key
 from ..errors import InvalidRequest, NotFound, not_found
 from . import convert
+from .records import ResourceRecord, StateRecord, WaitingRecord
 from .tables import (
     DISPATCHED_SQL,
     WAITING_SQL,
@@ -193,15 +195,47 @@ _RUNNING_OR_DISPATCHED_CLAIMS = union_all(
         ReleaseRow.environment_id == bindparam("env_id"), text(DISPATCHED_SQL)
     ),
 )
-_WAITING_HEAD = (
-    select(ReleaseRow)
+# what the dispatcher reads of a waiting release (records.WaitingRecord), as plain rows
+_WAITING_COLUMNS = (
+    _RELEASES.c.id,
+    _RELEASES.c.environment_id,
+    _RELEASES.c.type,
+    _RELEASES.c.targets,
+    _RELEASES.c.queue_seq,
+    _RELEASES.c.dispatched_at,
+    _RELEASES.c.dispatch_count,
+)
+_WAITING = (
+    select(*_WAITING_COLUMNS)
     .where(
-        ReleaseRow.environment_id == bindparam("env_id"),
-        ReleaseRow.status == ReleaseStatus.QUEUED,
-        ReleaseRow.dispatched_at.is_(None),
+        _RELEASES.c.environment_id == bindparam("env_id"),
+        _RELEASES.c.status == ReleaseStatus.QUEUED,
+        _RELEASES.c.dispatched_at.is_(None),
     )
-    .order_by(ReleaseRow.queue_seq)
-    .limit(1)
+    .order_by(_RELEASES.c.queue_seq)
+)
+_WAITING_HEAD = _WAITING.limit(1)
+_WAITING_BY_IDS = select(*_WAITING_COLUMNS).where(
+    _RELEASES.c.id.in_(bindparam("ids", expanding=True))
+)
+_RESOURCES_T = cast(Table, ResourceRow.__table__)
+_RESOURCES = (
+    select(_RESOURCES_T)
+    .where(
+        _RESOURCES_T.c.project_id == bindparam("project_id"),
+        _RESOURCES_T.c.removed.is_(False),
+    )
+    .order_by(_RESOURCES_T.c.ordinal, _RESOURCES_T.c.id)
+)
+_STATES_OF_ENV = select(_STATES).where(_STATES.c.environment_id == bindparam("env_id"))
+_QUEUE_AHEAD = (
+    select(func.count())
+    .select_from(_RELEASES)
+    .where(
+        _RELEASES.c.environment_id == bindparam("env_id"),
+        _RELEASES.c.status == ReleaseStatus.QUEUED,
+        _RELEASES.c.queue_seq < bindparam("seq"),
+    )
 )
 
 
@@ -296,18 +330,19 @@ class Repository:
         return convert.environment_of(prow, env)
 
     # -- resources ---------------------------------------------------------------------
-    def resources(self, project: ProjectRow) -> list[ResourceRow]:
-        return list(
-            self.s.scalars(
-                select(ResourceRow)
-                .where(ResourceRow.project_id == project.id, ResourceRow.removed.is_(False))
-                .order_by(ResourceRow.ordinal, ResourceRow.id)
-            )
-        )
+    def _read(self, statement: Any, params: dict[str, Any]) -> Any:
+        """Run a plain (table-level) SELECT, flushing pending ORM changes first as an ORM
+        query would (plain statements do not autoflush)."""
+        self.s.flush()
+        return self.s.execute(statement, params)
+
+    def resources(self, project: ProjectRow) -> list[ResourceRecord]:
+        """The project's resource definitions in order (plain rows: read-only)."""
+        return list(self._read(_RESOURCES, {"project_id": project.id}))
 
     def resolve_resource(
-        self, project: ProjectRow, ref: str, rows: Sequence[ResourceRow] | None = None
-    ) -> ResourceRow:
+        self, project: ProjectRow, ref: str, rows: Sequence[ResourceRecord] | None = None
+    ) -> ResourceRecord:
         """``TYPE/NAME``, or a bare ``NAME`` when unique in the project (SPEC §1).
 
         ``rows``: the project's :meth:`resources`, when the caller already has them.
@@ -332,13 +367,11 @@ class Repository:
             )
         return found[0]
 
-    def states(self, env: EnvironmentRow) -> dict[int, ResourceStateRow]:
-        rows = self.s.scalars(
-            select(ResourceStateRow).where(ResourceStateRow.environment_id == env.id)
-        )
-        return {r.resource_id: r for r in rows}
+    def states(self, env: EnvironmentRow) -> dict[int, StateRecord]:
+        """The environment's resource states by resource id (plain rows: read-only)."""
+        return {r.resource_id: r for r in self._read(_STATES_OF_ENV, {"env_id": env.id})}
 
-    def state(self, env: EnvironmentRow, resource: ResourceRow) -> ResourceStateRow:
+    def state(self, env: EnvironmentRow, resource: ResourceRecord) -> ResourceStateRow:
         row = self.s.scalar(
             select(ResourceStateRow).where(
                 ResourceStateRow.environment_id == env.id,
@@ -380,7 +413,7 @@ class Repository:
         busy = self.progressing(env)
         out = []
         for res in self.resources(project):
-            state = states.get(res.id) or self.state(env, res)
+            state: StateRecord = states.get(res.id) or self.state(env, res)
             key = resource_key(res.rtype, res.name)
             out.append(convert.resource_status_of(res, state, busy is None or key in busy))
         return out
@@ -406,12 +439,14 @@ class Repository:
         set_committed_value(env, "queue_counter", seq)
         return seq
 
-    def mark_dispatched(self, row: ReleaseRow, at: datetime) -> None:
-        """Record that ``row`` was handed to a worker at ``at`` (one UPDATE; the loaded row
-        is updated to match)."""
+    def mark_dispatched(self, row: WaitingRecord, at: datetime) -> None:
+        """Record that ``row`` was handed to a worker at ``at`` (one UPDATE; the release's
+        ORM row, when this session holds one, is updated to match)."""
         self.s.execute(_MARK_DISPATCHED, {"release_id": row.id, "at": at})
-        set_committed_value(row, "dispatched_at", at)
-        set_committed_value(row, "dispatch_count", (row.dispatch_count or 0) + 1)
+        loaded = self.s.identity_map.get(identity_key(ReleaseRow, row.id))
+        if loaded is not None:
+            set_committed_value(loaded, "dispatched_at", at)
+            set_committed_value(loaded, "dispatch_count", (row.dispatch_count or 0) + 1)
 
     def write_state(
         self, state_id: int, token: int, **values: Any
@@ -483,16 +518,8 @@ class Repository:
     def queue_position(self, row: ReleaseRow) -> int | None:
         if row.status != ReleaseStatus.QUEUED or row.queue_seq is None:
             return None
-        ahead = self.s.scalar(
-            select(func.count())
-            .select_from(ReleaseRow)
-            .where(
-                ReleaseRow.environment_id == row.environment_id,
-                ReleaseRow.status == ReleaseStatus.QUEUED,
-                ReleaseRow.queue_seq < row.queue_seq,
-            )
-        )
-        return int(ahead or 0) + 1
+        params = {"env_id": row.environment_id, "seq": row.queue_seq}
+        return int(self._read(_QUEUE_AHEAD, params).scalar() or 0) + 1
 
     def release(self, release_id: int, *, with_steps: bool = True) -> Release:
         row = self.release_row(release_id)
@@ -568,26 +595,20 @@ class Repository:
 
     def waiting_rows(
         self, env_id: int, *, limit: int | None = None, after_seq: int | None = None
-    ) -> list[ReleaseRow]:
-        """Queued, not yet dispatched releases in FIFO order."""
+    ) -> list[WaitingRecord]:
+        """Queued, not yet dispatched releases in FIFO order (plain rows: read-only)."""
         if limit == 1 and after_seq is None:  # the head of a serial queue: the hot path
-            return list(self.s.scalars(_WAITING_HEAD, {"env_id": env_id}))
-        query = (
-            select(ReleaseRow)
-            .where(
-                ReleaseRow.environment_id == env_id,
-                ReleaseRow.status == ReleaseStatus.QUEUED,
-                ReleaseRow.dispatched_at.is_(None),
-            )
-            .order_by(ReleaseRow.queue_seq)
-        )
+            return list(self._read(_WAITING_HEAD, {"env_id": env_id}))
+        query = _WAITING
         if after_seq is not None:
-            query = query.where(ReleaseRow.queue_seq > after_seq)
+            query = query.where(_RELEASES.c.queue_seq > after_seq)
         if limit is not None:
             query = query.limit(limit)
-        return list(self.s.scalars(query))
+        return list(self._read(query, {"env_id": env_id}))
 
-    def waiting_heads(self, env_id: int, limit: int = HEADS_LIMIT) -> list[ReleaseRow] | None:
+    def waiting_heads(
+        self, env_id: int, limit: int = HEADS_LIMIT
+    ) -> list[WaitingRecord] | None:
         """The earliest waiting release of each distinct claim, in FIFO order.
 
         A waiting release that needs exactly what an earlier waiting release needs waits
@@ -616,7 +637,7 @@ class Repository:
             return None
         if not ids:
             return []
-        rows = self.s.scalars(select(ReleaseRow).where(ReleaseRow.id.in_(ids)))
+        rows: list[WaitingRecord] = list(self._read(_WAITING_BY_IDS, {"ids": ids}))
         return sorted(rows, key=lambda r: r.queue_seq or 0)
 
     def pending_ids(self, env_id: int) -> list[int]:
