@@ -16,9 +16,8 @@ from typing import Any
 from ..domain import ReleaseStatus, ReleaseType
 from ..domain.names import env_key, queue_name
 from ..policy.admission import Claim, Decision, LockInfo, decide
-from ..storage.records import WaitingRecord
+from ..storage.records import EnvironmentRecord, PausedRecord, WaitingRecord
 from ..storage.repository import Repository
-from ..storage.tables import EnvironmentRow, ProjectRow
 from .context import Context
 from .snapshot import build_snapshot, expire_pauses, lock_infos
 
@@ -61,8 +60,8 @@ def describe(row: WaitingRecord, project: str, environment: str) -> str:
 def decide_and_mark(
     ctx: Context,
     repo: Repository,
-    project: ProjectRow,
-    env: EnvironmentRow,
+    project: PausedRecord,
+    env: EnvironmentRecord,
     now: datetime,
     locks: Sequence[LockInfo] | None = None,
     also: Claim | None = None,
@@ -112,7 +111,7 @@ def evaluate(ctx: Context, env_id: int) -> list[int]:
     now = ctx.clock.now()
     with ctx.db.session() as s:
         repo = Repository(s)
-        project, env = repo.environment_by_id(env_id, lock=True)
+        project, env = repo.environment_view_by_id(env_id, lock=True)
         _, dispatches = decide_and_mark(ctx, repo, project, env, now)
     send(ctx, dispatches)
     return [d.release_id for d in dispatches]

@@ -681,17 +681,18 @@ class Runner:
         locks = self.unlock_and_read()
         with self.ctx.db.session() as s:
             repo = Repository(s)
-            project, env = repo.environment_by_id(job.env_id, lock=True)
+            project, env = repo.environment_view_by_id(job.env_id, lock=True)
             if not repo.fenced_update(
                 job.release_id, self.token, status=str(status), finished_at=now, error=error
             ):
                 raise LeaseLost("fenced out at finish")
             self._write_pending(repo)
-            if status is ReleaseStatus.SUCCEEDED and job.type in (
-                ReleaseType.LAUNCH,
-                ReleaseType.FULL,
+            if (
+                status is ReleaseStatus.SUCCEEDED
+                and job.type in (ReleaseType.LAUNCH, ReleaseType.FULL)
+                and not env.launched
             ):
-                env.launched = True
+                repo.set_launched(env.id)
             repo.event(
                 at=now,
                 actor=self.worker,

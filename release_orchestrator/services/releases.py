@@ -88,7 +88,7 @@ def submit(ctx: Context, req: ReleaseRequest) -> Release:
     started = False
     with ctx.db.session() as s:
         repo = Repository(s)
-        project, env = repo.environment(req.project, req.environment, lock=True)
+        project, env = repo.environment_view(req.project, req.environment, lock=True)
         targets = []
         resources = repo.resources(project) if req.targets else []
         for t in req.targets:

@@ -11,9 +11,8 @@ from ..errors import Unavailable
 from ..locks import LockHolder
 from ..policy.admission import Claim, LockInfo, PauseState, Snapshot, WindowHold
 from ..policy.windows import Window, WindowKind, window_state
-from ..storage.records import WaitingRecord
+from ..storage.records import EnvironmentRecord, PausedRecord, WaitingRecord
 from ..storage.repository import Repository
-from ..storage.tables import EnvironmentRow, ProjectRow
 from .context import Context
 
 #: Queued releases read per page when looking for ones that may start.
@@ -30,7 +29,7 @@ def claim_from(release_id: int, rtype: str, targets: Sequence[Mapping[str, Any]]
     return Claim(release_id, whole=False, resources=frozenset(t["resource"] for t in targets or ()))
 
 
-def pause_state(row: ProjectRow | EnvironmentRow, now: datetime) -> PauseState | None:
+def pause_state(row: PausedRecord, now: datetime) -> PauseState | None:
     if row.pause_at is None or (row.pause_until is not None and row.pause_until <= now):
         return None
     return PauseState(
@@ -42,13 +41,18 @@ def pause_state(row: ProjectRow | EnvironmentRow, now: datetime) -> PauseState |
 
 
 def expire_pauses(
-    repo: Repository, project: ProjectRow, env: EnvironmentRow, now: datetime
+    repo: Repository, project: PausedRecord, env: PausedRecord, now: datetime
 ) -> None:
-    """Clear pauses whose ``until`` has passed, with an audit event (call in a write tx)."""
+    """Clear pauses whose ``until`` has passed, with an audit event (call in a write tx).
+
+    ``project`` and ``env`` may be read-only views: they keep the expired values, which
+    :func:`pause_state` reads as no pause. Of two transactions expiring one project pause,
+    one records the event."""
     for row, scope in ((project, PauseScope.PROJECT), (env, PauseScope.ENVIRONMENT)):
         if row.pause_at is not None and row.pause_until is not None and row.pause_until <= now:
             until = row.pause_until
-            row.pause_at = row.pause_by = row.pause_reason = row.pause_until = None
+            if not repo.clear_pause(str(scope), row.id, until):
+                continue
             repo.event(
                 at=now,
                 actor="relo",
@@ -117,8 +121,8 @@ def lock_infos_of(holders: Iterable[LockHolder]) -> tuple[LockInfo, ...]:
 
 def build_snapshot(
     repo: Repository,
-    project: ProjectRow,
-    env: EnvironmentRow,
+    project: PausedRecord,
+    env: EnvironmentRecord,
     now: datetime,
     locks: Sequence[LockInfo],
     *,
@@ -173,7 +177,7 @@ def build_snapshot(
 
 
 def _queue_prefix(
-    repo: Repository, env: EnvironmentRow, running: tuple[Claim, ...]
+    repo: Repository, env: EnvironmentRecord, running: tuple[Claim, ...]
 ) -> list[WaitingRecord]:
     """The waiting releases that can matter for what starts now (parallel releases on).
 
@@ -197,7 +201,7 @@ def _queue_prefix(
     return _paged_prefix(repo, env)
 
 
-def _paged_prefix(repo: Repository, env: EnvironmentRow) -> list[WaitingRecord]:
+def _paged_prefix(repo: Repository, env: EnvironmentRecord) -> list[WaitingRecord]:
     """The queue read page by page up to its first whole-environment release."""
     out: list[WaitingRecord] = []
     after: int | None = None

@@ -7,6 +7,7 @@ the dispatcher, the submit path and the runner only read these columns.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -70,3 +71,64 @@ class WaitingRecord(Protocol):
     def dispatched_at(self) -> datetime | None: ...
     @property
     def dispatch_count(self) -> int: ...
+
+
+class PausedRecord(Protocol):
+    """A project or environment with its pause columns."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def pause_by(self) -> str | None: ...
+    @property
+    def pause_at(self) -> datetime | None: ...
+    @property
+    def pause_reason(self) -> str | None: ...
+    @property
+    def pause_until(self) -> datetime | None: ...
+
+
+class EnvironmentRecord(PausedRecord, Protocol):
+    """An environment's settings, as admission reads them."""
+
+    @property
+    def project_id(self) -> int: ...
+    @property
+    def parallel_releases(self) -> bool: ...
+    @property
+    def max_parallel_releases(self) -> int: ...
+    @property
+    def approval_required(self) -> bool: ...
+    @property
+    def launched(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectView:
+    """A project as read by the hot path (no ORM object)."""
+
+    id: int
+    name: str
+    pause_by: str | None
+    pause_at: datetime | None
+    pause_reason: str | None
+    pause_until: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class EnvironmentView:
+    """An environment as read by the hot path (no ORM object)."""
+
+    id: int
+    project_id: int
+    name: str
+    parallel_releases: bool
+    max_parallel_releases: int
+    approval_required: bool
+    launched: bool
+    pause_by: str | None
+    pause_at: datetime | None
+    pause_reason: str | None
+    pause_until: datetime | None

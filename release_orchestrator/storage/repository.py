@@ -29,7 +29,15 @@ from ..domain import (
 from ..domain.names import resource_key
 from ..errors import InvalidRequest, NotFound, not_found
 from . import convert
-from .records import ResourceRecord, StateRecord, WaitingRecord
+from .records import (
+    EnvironmentRecord,
+    EnvironmentView,
+    PausedRecord,
+    ProjectView,
+    ResourceRecord,
+    StateRecord,
+    WaitingRecord,
+)
 from .tables import (
     DISPATCHED_SQL,
     WAITING_SQL,
@@ -76,11 +84,14 @@ _INSERT_EVENT = insert(_EVENTS)
 _ENVIRONMENTS = cast(Table, EnvironmentRow.__table__)
 _STATES = cast(Table, ResourceStateRow.__table__)
 # plain UPDATEs of the hot path: the unit of work costs several times the statement
-_NEXT_QUEUE_SEQ = (
+_NEXT_QUEUE_SEQ_PLAIN = (
     update(_ENVIRONMENTS)
     .where(_ENVIRONMENTS.c.id == bindparam("env_id"))
     .values(queue_counter=func.coalesce(_ENVIRONMENTS.c.queue_counter, 0) + 1)
-    .returning(_ENVIRONMENTS.c.queue_counter)
+)
+_NEXT_QUEUE_SEQ = _NEXT_QUEUE_SEQ_PLAIN.returning(_ENVIRONMENTS.c.queue_counter)
+_QUEUE_COUNTER = select(_ENVIRONMENTS.c.queue_counter).where(
+    _ENVIRONMENTS.c.id == bindparam("env_id")
 )
 _MARK_DISPATCHED = (
     update(_RELEASES)
@@ -91,17 +102,18 @@ _MARK_DISPATCHED = (
     )
 )
 _INSERT_RELEASE = insert(_RELEASES)
-_WRITE_STATE = (
-    update(_STATES)
-    .where(_STATES.c.id == bindparam("w_id"), _STATES.c.fence <= bindparam("w_token"))
-    .returning(
-        _STATES.c.desired_spec,
-        _STATES.c.applied_spec,
-        _STATES.c.ever_applied,
-        _STATES.c.unknown,
-        _STATES.c.degraded,
-    )
+_STATE_WRITTEN = (
+    _STATES.c.desired_spec,
+    _STATES.c.applied_spec,
+    _STATES.c.ever_applied,
+    _STATES.c.unknown,
+    _STATES.c.degraded,
 )
+_WRITE_STATE_PLAIN = update(_STATES).where(
+    _STATES.c.id == bindparam("w_id"), _STATES.c.fence <= bindparam("w_token")
+)
+_WRITE_STATE = _WRITE_STATE_PLAIN.returning(*_STATE_WRITTEN)
+_STATE_AFTER_WRITE = select(*_STATE_WRITTEN).where(_STATES.c.id == bindparam("w_id"))
 _INSERT_STEP = insert(_STEPS)
 # the SET clause of these comes from the parameters' keys (each combination compiled once);
 # the WHERE parameters are named w_* so that they never collide with a column
@@ -195,6 +207,36 @@ _RUNNING_OR_DISPATCHED_CLAIMS = union_all(
         ReleaseRow.environment_id == bindparam("env_id"), text(DISPATCHED_SQL)
     ),
 )
+# an environment with its project as plain columns (records.ProjectView, EnvironmentView)
+_PROJECTS = cast(Table, ProjectRow.__table__)
+_WINDOWS = cast(Table, WindowRow.__table__)
+_PAUSE = ("pause_by", "pause_at", "pause_reason", "pause_until")
+_ENV_VIEW = select(
+    _PROJECTS.c.id,
+    _PROJECTS.c.name,
+    *(_PROJECTS.c[c] for c in _PAUSE),
+    _ENVIRONMENTS.c.id,
+    _ENVIRONMENTS.c.project_id,
+    _ENVIRONMENTS.c.name,
+    _ENVIRONMENTS.c.parallel_releases,
+    _ENVIRONMENTS.c.max_parallel_releases,
+    _ENVIRONMENTS.c.approval_required,
+    _ENVIRONMENTS.c.launched,
+    *(_ENVIRONMENTS.c[c] for c in _PAUSE),
+    select(_WINDOWS.c.id).where(_WINDOWS.c.environment_id == _ENVIRONMENTS.c.id).exists(),
+).select_from(_ENVIRONMENTS.join(_PROJECTS, _PROJECTS.c.id == _ENVIRONMENTS.c.project_id))
+_ENV_VIEW_BY_NAMES = _ENV_VIEW.where(
+    _PROJECTS.c.name == bindparam("project"), _ENVIRONMENTS.c.name == bindparam("name")
+)
+_ENV_VIEW_BY_ID = _ENV_VIEW.where(_ENVIRONMENTS.c.id == bindparam("env_id"))
+_ENV_VIEWS = {
+    (by, lock): (stmt.with_for_update(of=_ENVIRONMENTS) if lock else stmt)
+    for by, stmt in (("names", _ENV_VIEW_BY_NAMES), ("id", _ENV_VIEW_BY_ID))
+    for lock in (False, True)
+}
+_SET_LAUNCHED = (
+    update(_ENVIRONMENTS).where(_ENVIRONMENTS.c.id == bindparam("env_id")).values(launched=True)
+)
 # what the dispatcher reads of a waiting release (records.WaitingRecord), as plain rows
 _WAITING_COLUMNS = (
     _RELEASES.c.id,
@@ -246,6 +288,7 @@ class Repository:
         self.s = session
         #: Environments this transaction found without windows (see :meth:`may_have_windows`).
         self._windowless: set[int] = set()
+        self._returning = bool(session.get_bind().dialect.update_returning)
 
     def _seen(self, found: Any) -> tuple[ProjectRow, EnvironmentRow]:
         if not found[2]:
@@ -303,6 +346,52 @@ class Repository:
             raise NotFound(f"unknown environment id {env_id}")
         return self._seen(found)
 
+    def environment_view(
+        self, project: str, name: str, *, lock: bool = False
+    ) -> tuple[ProjectView, EnvironmentView]:
+        """:meth:`environment` as read-only plain values (the hot path: no ORM objects)."""
+        found = self._read(_ENV_VIEWS["names", lock], {"project": project, "name": name}).first()
+        if found is None:
+            self.environment(project, name)  # raises NotFound naming what exists
+        return self._view(found)
+
+    def environment_view_by_id(
+        self, env_id: int, *, lock: bool = False
+    ) -> tuple[ProjectView, EnvironmentView]:
+        """:meth:`environment_by_id` as read-only plain values."""
+        found = self._read(_ENV_VIEWS["id", lock], {"env_id": env_id}).first()
+        if found is None:
+            raise NotFound(f"unknown environment id {env_id}")
+        return self._view(found)
+
+    def _view(self, row: Any) -> tuple[ProjectView, EnvironmentView]:
+        project, env = ProjectView(*row[0:6]), EnvironmentView(*row[6:17])
+        if not row[17]:
+            self._windowless.add(env.id)
+        return project, env
+
+    def clear_pause(self, scope: str, row_id: int, until: datetime) -> bool:
+        """End a pause that expired at ``until`` (``scope``: project or environment); False
+        when it was already ended or changed."""
+        table = _PROJECTS if scope == "project" else _ENVIRONMENTS
+        self.s.flush()
+        result = self.s.execute(
+            update(table)
+            .where(table.c.id == row_id, table.c.pause_until == until)
+            .values(pause_by=None, pause_at=None, pause_reason=None, pause_until=None)
+        )
+        if getattr(result, "rowcount", 0) != 1:
+            return False
+        orm = ProjectRow if scope == "project" else EnvironmentRow
+        loaded = self.s.identity_map.get(identity_key(orm, row_id))
+        if loaded is not None:
+            for column in _PAUSE:
+                set_committed_value(loaded, column, None)
+        return True
+
+    def set_launched(self, env_id: int) -> None:
+        self.s.execute(_SET_LAUNCHED, {"env_id": env_id})
+
     def environments(self, project: str | None = None) -> list[tuple[ProjectRow, EnvironmentRow]]:
         query = (
             select(ProjectRow, EnvironmentRow)
@@ -336,12 +425,12 @@ class Repository:
         self.s.flush()
         return self.s.execute(statement, params)
 
-    def resources(self, project: ProjectRow) -> list[ResourceRecord]:
+    def resources(self, project: PausedRecord) -> list[ResourceRecord]:
         """The project's resource definitions in order (plain rows: read-only)."""
         return list(self._read(_RESOURCES, {"project_id": project.id}))
 
     def resolve_resource(
-        self, project: ProjectRow, ref: str, rows: Sequence[ResourceRecord] | None = None
+        self, project: PausedRecord, ref: str, rows: Sequence[ResourceRecord] | None = None
     ) -> ResourceRecord:
         """``TYPE/NAME``, or a bare ``NAME`` when unique in the project (SPEC §1).
 
@@ -430,13 +519,16 @@ class Repository:
         assert result.inserted_primary_key is not None
         return int(result.inserted_primary_key[0])
 
-    def next_queue_seq(self, env: EnvironmentRow) -> int:
+    def next_queue_seq(self, env: EnvironmentRecord) -> int:
         """The next FIFO sequence number of ``env`` (call with the environment locked)."""
-        if not self.s.get_bind().dialect.update_returning:  # pragma: no cover - old SQLite
-            env.queue_counter = (env.queue_counter or 0) + 1
-            return env.queue_counter
-        seq = int(self.s.execute(_NEXT_QUEUE_SEQ, {"env_id": env.id}).scalar_one())
-        set_committed_value(env, "queue_counter", seq)
+        if self._returning:
+            seq = int(self.s.execute(_NEXT_QUEUE_SEQ, {"env_id": env.id}).scalar_one())
+        else:  # SQLite before 3.35
+            self.s.execute(_NEXT_QUEUE_SEQ_PLAIN, {"env_id": env.id})
+            seq = int(self.s.execute(_QUEUE_COUNTER, {"env_id": env.id}).scalar_one())
+        loaded = self.s.identity_map.get(identity_key(EnvironmentRow, env.id))
+        if loaded is not None:
+            set_committed_value(loaded, "queue_counter", seq)
         return seq
 
     def mark_dispatched(self, row: WaitingRecord, at: datetime) -> None:
@@ -455,7 +547,13 @@ class Repository:
         token) wrote it. Returns the new desired/applied spec and flags, or None when fenced
         out (or gone)."""
         params = {"w_id": state_id, "w_token": token, "fence": token, **values}
-        row = self.s.execute(_WRITE_STATE, params).first()
+        if self._returning:
+            row = self.s.execute(_WRITE_STATE, params).first()
+        else:  # SQLite before 3.35
+            written = self.s.execute(_WRITE_STATE_PLAIN, params)
+            if getattr(written, "rowcount", 0) != 1:
+                return None
+            row = self.s.execute(_STATE_AFTER_WRITE, {"w_id": state_id}).first()
         return None if row is None else dict(row._mapping)
 
     def release_row(self, release_id: int, *, lock: bool = False) -> ReleaseRow:
