@@ -28,12 +28,9 @@ from ..locks import Lease, LockConflictError, LockRequest, LockStoreUnavailable
 from ..policy.admission import LockInfo
 from ..policy.plan import PlanError, PlannedStep, ResourceView, dependency_order, plan_release
 from ..storage.convert import sync_from, sync_of
-from ..storage.records import ResourceRecord
+from ..storage.records import NamedRecord, ReleaseRecord, ResourceRecord
 from ..storage.repository import Repository
 from ..storage.tables import (
-    EnvironmentRow,
-    ProjectRow,
-    ReleaseRow,
     StepRow,
 )
 from .context import Context
@@ -100,7 +97,7 @@ class _LockPlan:
     resources: tuple[str, ...]
 
     @classmethod
-    def of_row(cls, row: ReleaseRow, project: str, environment: str) -> _LockPlan:
+    def of_row(cls, row: ReleaseRecord, project: str, environment: str) -> _LockPlan:
         whole = ReleaseType(row.type).needs_whole_environment
         return cls(
             env_id=row.environment_id,
@@ -141,12 +138,12 @@ def execute(
     the row does not match it, the release is read first.
     """
     pre = _LockPlan.of_hint(hint)
-    row: ReleaseRow | None = None
+    row: ReleaseRecord | None = None
     resources: list[ResourceRecord] | None = None
     if pre is None:
         with ctx.db.session(write=False) as s:
             repo = Repository(s)
-            row, prow, erow = repo.release_with_environment(release_id)
+            row, prow, erow = repo.release_for_claim(release_id)
             if row.status != ReleaseStatus.QUEUED or row.dispatched_at is None:
                 return f"skipped: release {release_id} is {row.status}"
             # definitions, not state: read here rather than while holding the write lock
@@ -180,7 +177,7 @@ def execute(
         with ctx.db.session() as s:
             repo = Repository(s)
             if row is None:
-                row, prow, erow = repo.release_with_environment(release_id)
+                row, prow, erow = repo.release_for_claim(release_id)
                 if row.status != ReleaseStatus.QUEUED or row.dispatched_at is None:
                     stale = f"skipped: release {release_id} is {row.status}"
                 elif _LockPlan.of_row(row, prow.name, erow.name) != pre:
@@ -292,7 +289,7 @@ class Runner:
         release_id: int,
         lease: Lease,
         worker: str,
-        row: ReleaseRow | None = None,
+        row: ReleaseRecord | None = None,
     ) -> None:
         self.ctx = ctx
         self.release_id = release_id
@@ -376,9 +373,9 @@ class Runner:
     def build_job(
         self,
         repo: Repository,
-        row: ReleaseRow,
-        project: ProjectRow,
-        env: EnvironmentRow,
+        row: ReleaseRecord,
+        project: NamedRecord,
+        env: NamedRecord,
         resources: list[ResourceRecord] | None = None,
     ) -> Job:
         """The release with its environment's resources and their states (read in ``repo``;

@@ -73,13 +73,18 @@ class WaitingRecord(Protocol):
     def dispatch_count(self) -> int: ...
 
 
-class PausedRecord(Protocol):
-    """A project or environment with its pause columns."""
+class NamedRecord(Protocol):
+    """A project or environment: its id and name."""
 
     @property
     def id(self) -> int: ...
     @property
     def name(self) -> str: ...
+
+
+class PausedRecord(NamedRecord, Protocol):
+    """A project or environment with its pause columns."""
+
     @property
     def pause_by(self) -> str | None: ...
     @property
@@ -132,3 +137,40 @@ class EnvironmentView:
     pause_at: datetime | None
     pause_reason: str | None
     pause_until: datetime | None
+
+
+class ReleaseRecord(Protocol):
+    """What the runner reads of a release to claim and run it."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def environment_id(self) -> int: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def dispatched_at(self) -> datetime | None: ...
+    @property
+    def targets(self) -> list[Any]: ...
+    @property
+    def refresh(self) -> bool: ...
+    @property
+    def force(self) -> bool: ...
+    @property
+    def allow_destroy(self) -> bool: ...
+    @property
+    def no_rollback(self) -> bool: ...
+    @property
+    def extra_args(self) -> list[Any]: ...
+    @property
+    def extra_vars(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Named:
+    """A project or environment by id and name."""
+
+    id: int
+    name: str

@@ -32,8 +32,10 @@ from . import convert
 from .records import (
     EnvironmentRecord,
     EnvironmentView,
-    PausedRecord,
+    Named,
+    NamedRecord,
     ProjectView,
+    ReleaseRecord,
     ResourceRecord,
     StateRecord,
     WaitingRecord,
@@ -234,6 +236,20 @@ _ENV_VIEWS = {
     for by, stmt in (("names", _ENV_VIEW_BY_NAMES), ("id", _ENV_VIEW_BY_ID))
     for lock in (False, True)
 }
+_RELEASE_FOR_CLAIM = (
+    select(
+        _RELEASES,
+        _PROJECTS.c.id.label("w_project_id"),
+        _PROJECTS.c.name.label("w_project"),
+        _ENVIRONMENTS.c.name.label("w_environment"),
+    )
+    .select_from(
+        _RELEASES.join(_ENVIRONMENTS, _ENVIRONMENTS.c.id == _RELEASES.c.environment_id).join(
+            _PROJECTS, _PROJECTS.c.id == _ENVIRONMENTS.c.project_id
+        )
+    )
+    .where(_RELEASES.c.id == bindparam("release_id"))
+)
 _SET_LAUNCHED = (
     update(_ENVIRONMENTS).where(_ENVIRONMENTS.c.id == bindparam("env_id")).values(launched=True)
 )
@@ -425,12 +441,12 @@ class Repository:
         self.s.flush()
         return self.s.execute(statement, params)
 
-    def resources(self, project: PausedRecord) -> list[ResourceRecord]:
+    def resources(self, project: NamedRecord) -> list[ResourceRecord]:
         """The project's resource definitions in order (plain rows: read-only)."""
         return list(self._read(_RESOURCES, {"project_id": project.id}))
 
     def resolve_resource(
-        self, project: PausedRecord, ref: str, rows: Sequence[ResourceRecord] | None = None
+        self, project: NamedRecord, ref: str, rows: Sequence[ResourceRecord] | None = None
     ) -> ResourceRecord:
         """``TYPE/NAME``, or a bare ``NAME`` when unique in the project (SPEC §1).
 
@@ -456,11 +472,11 @@ class Repository:
             )
         return found[0]
 
-    def states(self, env: EnvironmentRow) -> dict[int, StateRecord]:
+    def states(self, env: NamedRecord) -> dict[int, StateRecord]:
         """The environment's resource states by resource id (plain rows: read-only)."""
         return {r.resource_id: r for r in self._read(_STATES_OF_ENV, {"env_id": env.id})}
 
-    def state(self, env: EnvironmentRow, resource: ResourceRecord) -> ResourceStateRow:
+    def state(self, env: NamedRecord, resource: ResourceRecord) -> ResourceStateRow:
         row = self.s.scalar(
             select(ResourceStateRow).where(
                 ResourceStateRow.environment_id == env.id,
@@ -578,6 +594,18 @@ class Repository:
             self.release_row(release_id)  # raises NotFound with a hint
         assert found is not None
         return found[0], found[1], found[2]
+
+    def release_for_claim(self, release_id: int) -> tuple[ReleaseRecord, Named, Named]:
+        """The release (a plain row: read-only) with its project and environment names, in
+        one query."""
+        found = self._read(_RELEASE_FOR_CLAIM, {"release_id": release_id}).first()
+        if found is None:
+            self.release_row(release_id)  # raises NotFound with a hint
+        return (
+            found,
+            Named(found.w_project_id, found.w_project),
+            Named(found.environment_id, found.w_environment),
+        )
 
     def has_waiting(self, env_id: int) -> bool:
         """Whether any release of the environment is queued and not yet dispatched."""
