@@ -15,7 +15,8 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +34,38 @@ def raw_queues(count: int) -> list[str]:
 
 
 def start_raw_worker(procs: Procs, redis_url: str, queues: Sequence[str], *,
-                     name: str = "raw-worker", concurrency: int = 2) -> Any:
-    """A plain ``celery worker`` with the same options ``relo worker`` passes."""
+                     name: str = "raw-worker", concurrency: int = 2, reuse: bool = False) -> Any:
+    """A plain ``celery worker`` with the same options ``relo worker`` passes (stock kombu, or
+    with relo's client reuse when ``reuse``)."""
     argv = [sys.executable, "-m", "celery", "-A", "benchmarks.raw_app", "worker",
             f"--concurrency={concurrency}", "--pool=prefork", "--loglevel=INFO",
             "-Q", ",".join(queues), "--without-gossip", "--without-mingle",
             "--hostname", f"{name}@%h"]
-    return procs.start(argv, base_env(RELO_BENCH_BROKER=redis_url), name=name)
+    env = base_env(RELO_BENCH_BROKER=redis_url, RELO_BENCH_KOMBU_REUSE="1" if reuse else "0")
+    return procs.start(argv, env, name=name)
+
+
+@contextmanager
+def kombu_mode(reuse: bool) -> Iterator[None]:
+    """Publish from this process with stock kombu, or with relo's Redis client reuse
+    (:func:`release_orchestrator.celery_transport.reuse_kombu_redis_clients`), for the block.
+
+    The benchmark process imports relo, which turns the reuse on for the whole process: the
+    stock baseline turns it off while it publishes."""
+    from kombu.transport import redis as kombu_redis
+
+    from release_orchestrator.celery_transport import reuse_kombu_redis_clients
+
+    current = kombu_redis.Channel._create_client
+    if reuse:
+        reuse_kombu_redis_clients()
+    else:
+        original = getattr(current, "relo_original", current)
+        kombu_redis.Channel._create_client = original  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        kombu_redis.Channel._create_client = current  # type: ignore[method-assign]
 
 
 def round_trips(app: Any, queue: str, n: int) -> list[float]:
@@ -79,23 +105,29 @@ def throughput(app: Any, client: redis.Redis, queues: Sequence[str], n: int,
 
 
 class RawRig:
-    """A raw worker on ``queues`` plus the in-process app that talks to it."""
+    """A raw worker on ``queues`` plus the in-process app that talks to it: stock Celery and
+    kombu (the baseline), or with relo's kombu client reuse on both sides when ``reuse``."""
 
-    def __init__(self, procs: Procs, redis_url: str, queues: Sequence[str], name: str) -> None:
+    def __init__(self, procs: Procs, redis_url: str, queues: Sequence[str], name: str,
+                 reuse: bool = False) -> None:
         self.queues = list(queues)
-        self.proc = start_raw_worker(procs, redis_url, self.queues, name=name)
+        self.reuse = reuse
+        self.proc = start_raw_worker(procs, redis_url, self.queues, name=name, reuse=reuse)
         self.app = build_app(redis_url)
         self.redis = redis.Redis.from_url(redis_url)
-        round_trips(self.app, self.queues[0], 20)  # warm up: connections, pool, subscriptions
+        self.round_trips(20)  # warm up: connections, pool, subscriptions
 
     def round_trips(self, n: int, queue: str | None = None) -> list[float]:
-        return round_trips(self.app, queue or self.queues[0], n)
+        with kombu_mode(self.reuse):
+            return round_trips(self.app, queue or self.queues[0], n)
 
     def one_way(self, n: int, queue: str | None = None) -> list[float]:
-        return one_way(self.app, queue or self.queues[0], n)
+        with kombu_mode(self.reuse):
+            return one_way(self.app, queue or self.queues[0], n)
 
     def throughput(self, n: int) -> float:
-        return throughput(self.app, self.redis, self.queues, n)
+        with kombu_mode(self.reuse):
+            return throughput(self.app, self.redis, self.queues, n)
 
     def close(self) -> None:
         self.redis.close()

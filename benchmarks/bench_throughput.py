@@ -8,7 +8,9 @@ queued and started by the finish of the one before it. Throughput is releases di
 time from the first ``submit`` call to the last ``finished_at``.
 
 Baseline, interleaved in each repetition: raw Celery empty tasks (results ignored) published
-by one client to a raw worker with the same settings, until the queue is drained.
+by one client to a raw worker with the same settings, until the queue is drained; stock Celery
+and kombu (the target's baseline) and, for information, the same raw stack with the kombu
+Redis client reuse that relo's processes turn on (``reuse_kombu_redis_clients``).
 """
 
 from __future__ import annotations
@@ -107,13 +109,16 @@ def run(redis_url: str = DEFAULT_REDIS, repeat: int = 5, *, environments: int = 
         try:
             relo_worker = procs.relo_worker(relo_env(db, redis_url), name="relo-throughput")
             rig = RawRig(procs, redis_url, raw_queues(1), name="raw-throughput")
+            rig_reuse = RawRig(procs, redis_url, [f"{raw_queues(1)[0]}.reuse"],
+                               name="raw-throughput-reuse", reuse=True)
             # warm up: every environment twice, so that the client and both pool processes
             # have declared every queue (kombu declares a queue once per connection; in a
             # long-running deployment that cost is long gone)
             relo_throughput(client, project, names, 2 * len(names))
-            raw, relo = [], []
+            raw, relo, reuse = [], [], []
             raw_cpu: list[dict[str, float]] = []
             relo_cpu: list[dict[str, float]] = []
+            reuse_cpu: list[dict[str, float]] = []
             for _ in range(repeat):
                 with CpuSplit(rig.proc.pid, tasks) as split:
                     raw.append(rig.throughput(tasks))
@@ -122,7 +127,12 @@ def run(redis_url: str = DEFAULT_REDIS, repeat: int = 5, *, environments: int = 
                 with CpuSplit(relo_worker.pid, releases) as split:
                     relo.append(relo_throughput(client, project, names, releases))
                 relo_cpu.append(split.per_item)
+                time.sleep(0.2)
+                with CpuSplit(rig_reuse.proc.pid, tasks) as split:
+                    reuse.append(rig_reuse.throughput(tasks))
+                reuse_cpu.append(split.per_item)
             rig.close()
+            rig_reuse.close()
         finally:
             procs.stop_all()
             client.ctx.db.dispose()
@@ -133,7 +143,10 @@ def run(redis_url: str = DEFAULT_REDIS, repeat: int = 5, *, environments: int = 
     row["ratio"] = row["per_s"] / base["per_s"]
     row["target"] = "≥ 0.50x"
     row["met"] = row["ratio"] >= 0.5
-    return [base, row]
+    info = rate_row("raw Celery empty tasks/s, 1 queue, with relo's kombu client reuse "
+                    "(information)", reuse, items=tasks, cpu_ms=_median_split(reuse_cpu))
+    info["ratio_note"] = f"relo = {row['per_s'] / info['per_s']:.2f}x of this"
+    return [base, row, info]
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -141,7 +154,7 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
              "| CPU ms per item: client / worker main / worker pool |",
              "|---|---:|---:|---:|---|---:|"]
     for r in rows:
-        ratio = fmt_ratio(r["ratio"]) if "ratio" in r else ""
+        ratio = fmt_ratio(r["ratio"]) if "ratio" in r else r.get("ratio_note", "")
         target = f"{r['target']}: {'met' if r['met'] else 'MISSED'}" if "target" in r else ""
         cpu = r.get("cpu_ms") or {}
         split = " / ".join(f"{cpu[k]:.2f}" for k in ("client", "worker main", "worker pool")

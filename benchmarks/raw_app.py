@@ -3,6 +3,7 @@
 It loads the same ``celeryconfig`` as relo (early ack, prefetch disabled, ``priority_steps=[0]``,
 task events on) and adds a Redis result backend so that a round trip (``apply_async`` →
 ``get``) can be timed. ``RELO_BENCH_BROKER`` names the Redis database (broker and backend).
+Stock kombu unless ``RELO_BENCH_KOMBU_REUSE=1``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,12 @@ from celery import Celery
 from benchmarks.common import DEFAULT_REDIS
 
 URL = os.environ.get("RELO_BENCH_BROKER", DEFAULT_REDIS)
+#: "1": the raw worker reuses kombu's Redis clients as relo's processes do
+#: (release_orchestrator.celery_transport.reuse_kombu_redis_clients); else stock kombu.
+if os.environ.get("RELO_BENCH_KOMBU_REUSE") == "1":
+    from release_orchestrator.celery_transport import reuse_kombu_redis_clients
+
+    reuse_kombu_redis_clients()
 
 NOOP = "bench.noop"
 NOW = "bench.now"

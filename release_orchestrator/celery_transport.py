@@ -19,8 +19,46 @@ TICK = "release_orchestrator.scheduled_tick"
 CONTROL_QUEUE = "relo.control"
 
 
+def reuse_kombu_redis_clients() -> bool:
+    """Make kombu's Redis channels reuse one ``redis.Redis`` client for their commands.
+
+    kombu's Redis transport builds a new client object for every publish and every event
+    (``Channel.conn_or_acquire`` → ``_create_client``); with redis-py 8 building one costs
+    about as much CPU as the LPUSH it sends (its response-callback table is rebuilt each
+    time), and a release publishes up to seven times (task, sent/received/started/succeeded
+    events, the next release). The client is stateless apart from its connection pool, so
+    one per channel and pool is equivalent. Idempotent; False when kombu no longer has the
+    hook (the behaviour is then kombu's own).
+    """
+    try:
+        from kombu.transport import redis as kombu_redis
+    except ImportError:  # pragma: no cover - the redis extra is a dependency
+        return False
+    original = getattr(getattr(kombu_redis, "Channel", None), "_create_client", None)
+    if original is None:
+        return False
+    if getattr(original, "relo_reuse", False):
+        return True
+
+    def _create_client(self: Any, asynchronous: bool = False) -> Any:
+        if asynchronous:
+            return original(self, asynchronous=True)
+        pool = self.pool
+        client = self.__dict__.get("_relo_client")
+        if client is None or client.connection_pool is not pool:
+            client = original(self)
+            self.__dict__["_relo_client"] = client
+        return client
+
+    _create_client.relo_reuse = True  # type: ignore[attr-defined]
+    _create_client.relo_original = original  # type: ignore[attr-defined]
+    kombu_redis.Channel._create_client = _create_client  # type: ignore[method-assign]
+    return True
+
+
 def make_app(settings: Settings, main: str = "relo") -> Celery:
     """A Celery app configured from ``celeryconfig`` and the ``RELO_*`` settings."""
+    reuse_kombu_redis_clients()
     app = Celery(main, broker=settings.effective_broker_url, set_as_current=False)
     app.config_from_object("celeryconfig")
     app.conf.beat_schedule = {
