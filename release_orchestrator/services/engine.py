@@ -27,8 +27,8 @@ from ..executors.registry import UnknownExecutor
 from ..locks import Lease, LockConflictError, LockRequest, LockStoreUnavailable
 from ..policy.admission import LockInfo
 from ..policy.plan import PlanError, PlannedStep, ResourceView, dependency_order, plan_release
-from ..storage.convert import sync_from, sync_of
-from ..storage.records import NamedRecord, ReleaseRecord, ResourceRecord
+from ..storage.convert import sync_from
+from ..storage.records import NamedRecord, ReleaseRecord, ResourceRecord, StateRecord
 from ..storage.repository import Repository
 from ..storage.tables import (
     StepRow,
@@ -84,6 +84,19 @@ class Job:
     extra_args: tuple[str, ...]
     extra_vars: dict[str, str]
     resources: dict[str, ResourceDef] = field(default_factory=dict)
+
+
+class _JoinedState:
+    """The ``state_*`` columns of a :meth:`Repository.resources_with_states` row as a state."""
+
+    __slots__ = ("applied_spec", "desired_spec", "ever_applied", "id", "unknown")
+
+    def __init__(self, row: Any) -> None:
+        self.id: int = row.state_id
+        self.desired_spec: dict[str, Any] = row.state_desired_spec
+        self.applied_spec: dict[str, Any] | None = row.state_applied_spec
+        self.ever_applied: bool = row.state_ever_applied
+        self.unknown: bool = row.state_unknown
 
 
 @dataclass(frozen=True)
@@ -394,23 +407,35 @@ class Runner:
             extra_args=tuple(row.extra_args or ()),
             extra_vars=dict(row.extra_vars or {}),
         )
+        if resources is None:  # definitions and states in one query
+            for res in repo.resources_with_states(project, env):
+                if res.state_id is None:
+                    self._add_resource(job, res, repo.state(env, res))
+                else:
+                    self._add_resource(job, res, _JoinedState(res))
+            return job
         states = repo.states(env)
-        for res in repo.resources(project) if resources is None else resources:
-            state = states.get(res.id) or repo.state(env, res)
-            key = resource_key(res.rtype, res.name)
-            job.resources[key] = ResourceDef(
-                key=key,
-                resource_id=res.id,
-                state_id=state.id,
-                executor=res.executor,
-                config=dict(res.config),
-                timeout=res.timeout,
-                depends_on=tuple(res.depends_on or ()),
-                desired=dict(state.desired_spec),
-                applied=dict(state.applied_spec) if state.applied_spec is not None else None,
-                sync=sync_of(state),
-            )
+        for res in resources:
+            self._add_resource(job, res, states.get(res.id) or repo.state(env, res))
         return job
+
+    @staticmethod
+    def _add_resource(job: Job, res: ResourceRecord, state: StateRecord | _JoinedState) -> None:
+        key = resource_key(res.rtype, res.name)
+        job.resources[key] = ResourceDef(
+            key=key,
+            resource_id=res.id,
+            state_id=state.id,
+            executor=res.executor,
+            config=dict(res.config),
+            timeout=res.timeout,
+            depends_on=tuple(res.depends_on or ()),
+            desired=dict(state.desired_spec),
+            applied=dict(state.applied_spec) if state.applied_spec is not None else None,
+            sync=sync_from(
+                state.desired_spec, state.applied_spec, state.ever_applied, state.unknown
+            ),
+        )
 
     # -- the release ---------------------------------------------------------------------
     def run(self, job: Job | None = None) -> str:
@@ -700,7 +725,10 @@ class Runner:
                 message=f"release {job.release_id} {status}" + (f": {error}" if error else ""),
             )
             dispatches: list[Dispatch] = []
-            if repo.has_waiting(env.id):
+            # with parallel off the decision reads what runs and the head in one query; with
+            # it on, the queue's walk costs more than asking first whether anything waits
+            serial = not env.parallel_releases or env.approval_required
+            if serial or repo.has_waiting(env.id):
                 _, dispatches = decide_and_mark(self.ctx, repo, project, env, now, locks)
             self.dispatches = dispatches
         return str(status)

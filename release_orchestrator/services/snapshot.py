@@ -147,14 +147,13 @@ def build_snapshot(
     ``rows``: filled with the queued rows read, by id (the session's identity map holds
     them only weakly: the dispatcher marks the ones that start without reading them again).
     """
-    running = tuple(claim_from(*r) for r in repo.running_claims(env.id))
     parallel = env.parallel_releases and not env.approval_required
-    if full_queue:
-        read = repo.waiting_rows(env.id)
-    elif not parallel:
-        read = repo.waiting_rows(env.id, limit=1)
+    if not parallel and not full_queue:  # the hot path: what runs and the head, one query
+        claims, read = repo.running_claims_and_head(env.id)
+        running = tuple(claim_from(*r) for r in claims)
     else:
-        read = _queue_prefix(repo, env, running)
+        running = tuple(claim_from(*r) for r in repo.running_claims(env.id))
+        read = repo.waiting_rows(env.id) if full_queue else _queue_prefix(repo, env, running)
     if rows is not None:
         rows.update((r.id, r) for r in read)
     queue = tuple(claim_of(r) for r in read)

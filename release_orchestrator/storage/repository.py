@@ -13,7 +13,17 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select, text, union_all, update
+from sqlalchemy import (
+    Table,
+    bindparam,
+    func,
+    insert,
+    literal_column,
+    select,
+    text,
+    union_all,
+    update,
+)
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -273,12 +283,48 @@ _WAITING = (
     .order_by(_RELEASES.c.queue_seq)
 )
 _WAITING_HEAD = _WAITING.limit(1)
+# running and dispatched releases plus the head of the queue, in one statement (so one
+# snapshot, like _RUNNING_OR_DISPATCHED_CLAIMS): ``head`` tells the two apart
+_HEAD = _WAITING_HEAD.subquery()
+_RUNNING_AND_HEAD = union_all(
+    select(*_WAITING_COLUMNS, literal_column("0").label("head")).where(
+        _RELEASES.c.environment_id == bindparam("env_id"),
+        _RELEASES.c.status == ReleaseStatus.RUNNING,
+    ),
+    select(*_WAITING_COLUMNS, literal_column("0").label("head")).where(
+        _RELEASES.c.environment_id == bindparam("env_id"), text(DISPATCHED_SQL)
+    ),
+    select(*_HEAD.c, literal_column("1").label("head")),
+)
 _WAITING_BY_IDS = select(*_WAITING_COLUMNS).where(
     _RELEASES.c.id.in_(bindparam("ids", expanding=True))
 )
 _RESOURCES_T = cast(Table, ResourceRow.__table__)
 _RESOURCES = (
     select(_RESOURCES_T)
+    .where(
+        _RESOURCES_T.c.project_id == bindparam("project_id"),
+        _RESOURCES_T.c.removed.is_(False),
+    )
+    .order_by(_RESOURCES_T.c.ordinal, _RESOURCES_T.c.id)
+)
+# a project's resources with their state in one environment (None columns: no state yet)
+_RESOURCES_WITH_STATES = (
+    select(
+        _RESOURCES_T,
+        _STATES.c.id.label("state_id"),
+        _STATES.c.desired_spec.label("state_desired_spec"),
+        _STATES.c.applied_spec.label("state_applied_spec"),
+        _STATES.c.ever_applied.label("state_ever_applied"),
+        _STATES.c.unknown.label("state_unknown"),
+    )
+    .select_from(
+        _RESOURCES_T.outerjoin(
+            _STATES,
+            (_STATES.c.resource_id == _RESOURCES_T.c.id)
+            & (_STATES.c.environment_id == bindparam("env_id")),
+        )
+    )
     .where(
         _RESOURCES_T.c.project_id == bindparam("project_id"),
         _RESOURCES_T.c.removed.is_(False),
@@ -471,6 +517,13 @@ class Repository:
                 where=f"project '{project.name}'",
             )
         return found[0]
+
+    def resources_with_states(self, project: NamedRecord, env: NamedRecord) -> list[Any]:
+        """The project's resources in order, each with its state in ``env`` as ``state_*``
+        columns (``state_id`` None: the resource has no state there yet), in one query."""
+        return list(
+            self._read(_RESOURCES_WITH_STATES, {"project_id": project.id, "env_id": env.id})
+        )
 
     def states(self, env: NamedRecord) -> dict[int, StateRecord]:
         """The environment's resource states by resource id (plain rows: read-only)."""
@@ -718,6 +771,20 @@ class Repository:
         ]
         rows.sort(key=lambda r: r[0])
         return rows
+
+    def running_claims_and_head(
+        self, env_id: int
+    ) -> tuple[list[tuple[int, str, list[dict[str, Any]]]], list[WaitingRecord]]:
+        """:meth:`running_claims` and ``waiting_rows(env_id, limit=1)`` in one statement."""
+        running: list[tuple[int, str, list[dict[str, Any]]]] = []
+        head: list[WaitingRecord] = []
+        for row in self._read(_RUNNING_AND_HEAD, {"env_id": env_id}):
+            if row.head:
+                head.append(row)
+            else:
+                running.append((int(row.id), str(row.type), row.targets or []))
+        running.sort(key=lambda r: r[0])
+        return running, head
 
     def waiting_rows(
         self, env_id: int, *, limit: int | None = None, after_seq: int | None = None
