@@ -35,6 +35,7 @@ from release_orchestrator.errors import (
     StateLockError,
 )
 from release_orchestrator.services import engine
+from release_orchestrator.services.dispatch import evaluate
 from release_orchestrator.storage.repository import Repository
 from release_orchestrator.storage.tables import StepRow
 
@@ -511,3 +512,106 @@ def test_every_state_change_appends_an_ordered_event(clients: Clients) -> None:
     listed = bob.events("shop", "prod", limit=100)  # newest first
     assert [ev.id for ev in listed] == [h[0] for h in reversed(history) if h[5] == "prod"]
     assert [ev.id for ev in bob.events("shop", limit=3)] == [h[0] for h in history[::-1][:3]]
+
+
+# -- the hot path's plain reads and writes ---------------------------------------------------
+def _orm_view(client: Client) -> dict[str, Any]:
+    """What admission and the runner read, through the ORM reads."""
+    with client.ctx.db.session(write=False) as s:
+        repo = Repository(s)
+        prow, env = repo.environment("shop", "prod")
+        head = repo.waiting_rows(env.id)[:1]
+        states = repo.states(env)
+        return {
+            "env": (env.id, env.name, env.parallel_releases, env.max_parallel_releases,
+                    env.approval_required, env.launched, env.pause_at, env.pause_until),
+            "project": (prow.id, prow.name, prow.pause_at, prow.pause_until),
+            "running": repo.running_claims(env.id),
+            "head": [(r.id, r.type, r.targets, r.queue_seq) for r in head],
+            "resources": [
+                (r.id, r.rtype, r.name, states[r.id].id, states[r.id].desired_spec,
+                 states[r.id].applied_spec)
+                for r in repo.resources(prow)
+            ],
+        }
+
+
+def _hot_view(client: Client) -> dict[str, Any]:
+    """The same, through the hot path's one-statement reads."""
+    with client.ctx.db.session(write=False) as s:
+        repo = Repository(s)
+        prow, env = repo.environment_view("shop", "prod")
+        running, head = repo.running_claims_and_head(env.id)
+        return {
+            "env": (env.id, env.name, env.parallel_releases, env.max_parallel_releases,
+                    env.approval_required, env.launched, env.pause_at, env.pause_until),
+            "project": (prow.id, prow.name, prow.pause_at, prow.pause_until),
+            "running": running,
+            "head": [(r.id, r.type, r.targets, r.queue_seq) for r in head],
+            "resources": [
+                (r.id, r.rtype, r.name, r.state_id, r.state_desired_spec, r.state_applied_spec)
+                for r in repo.resources_with_states(prow, env)
+            ],
+        }
+
+
+def test_the_hot_path_reads_agree_with_the_orm_reads(client: Client) -> None:
+    views = [(_orm_view(client), _hot_view(client))]  # nothing queued or running
+    first = client.submit("shop", "prod", "selective", targets=["service/catalog"]).id
+    client.submit("shop", "prod")
+    client.submit("shop", "prod", "selective", targets=["database/orders"])
+    client.pause("shop", reason="audit")
+    views.append((_orm_view(client), _hot_view(client)))  # one dispatched, two waiting
+    claim(client, first, token=3)
+    views.append((_orm_view(client), _hot_view(client)))  # one running
+    client.resume("shop")
+    run_worker(client)  # the claimed release was never run: the rest waits behind it
+    views.append((_orm_view(client), _hot_view(client)))
+    with client.ctx.db.session() as s:
+        assert Repository(s).fenced_update(first, 3, status="succeeded")
+    evaluate(client.ctx, shared.env_id(client))
+    run_worker(client)
+    views.append((_orm_view(client), _hot_view(client)))  # all done: specs applied
+    for orm, hot in views:
+        assert hot == orm
+    assert all(r[5] is not None for r in views[-1][1]["resources"])  # applied by now
+    assert views[1][1]["head"][0][1] == "full" and views[2][1]["running"][0][0] == first
+    with client.ctx.db.session(write=False) as s:
+        row, project, env = Repository(s).release_for_claim(first)
+        assert (row.id, row.type, row.status, project.name, env.name) == (
+            first, "selective", "succeeded", "shop", "prod")
+        with pytest.raises(NotFound, match="unknown release id"):
+            Repository(s).release_for_claim(first + 100)
+
+
+def test_without_update_returning_the_engine_writes_the_same(
+    clients: Clients, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite before 3.35 has no ``UPDATE … RETURNING``: the queue counter and the fenced state
+    writes then take a second statement, with the same results."""
+
+    def scenario(c: Client, project: str) -> list[tuple[Any, ...]]:
+        c.apply_blueprint_text(BLUEPRINT.replace("project: shop", f"project: {project}"))
+        ids = [c.submit(project, "prod").id]
+        ids.append(c.submit(project, "prod", "selective", targets=["service/catalog"]).id)
+        c.set_resource(project, "prod", "service/payments", ["replicas=5"])
+        ids.append(c.submit(project, "prod", "selective", targets=["service/payments"]).id)
+        positions = [c.get(i).position for i in ids]
+        run_worker(c)
+        out: list[tuple[Any, ...]] = [(positions,)]
+        out += [(r.type, r.status, r.error, len(r.steps)) for r in map(c.get, ids)]
+        return out + [(s.resource, s.sync, s.health) for s in c.resources(project, "prod")]
+
+    expected = scenario(clients(), "before")
+    assert expected[0] == ([1, 2, 3],) and expected[1][1] == "succeeded"
+    init = Repository.__init__
+
+    def without_returning(self: Repository, session: Any) -> None:
+        init(self, session)
+        self._returning = False
+
+    monkeypatch.setattr(Repository, "__init__", without_returning)
+    c = clients()
+    with c.ctx.db.session() as s:  # a stale token is still fenced out on this path
+        assert Repository(s).write_state(10**6, 1, unknown=True) is None
+    assert scenario(c, "after") == expected
