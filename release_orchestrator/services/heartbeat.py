@@ -94,20 +94,30 @@ class _Heartbeats:
     in a worker (thread start-up and the wake-up of ``join`` under a busy GIL).
     """
 
+    #: How long the thread stays awake with nothing to beat before it sleeps until woken: a
+    #: busy worker starts its next release within it, and need not wake the thread for it.
+    LINGER = 1.0
+
     def __init__(self) -> None:
         self._pid = -1
         self._lock = threading.Lock()
         self._beats: dict[int, _Beat] = {}
         self._wake = threading.Condition(self._lock)
+        #: When the thread wakes next by itself (monotonic); None: only when notified.
+        self._deadline: float | None = None
 
     def add(self, beat: _Beat) -> None:
         with self._lock:
             if self._pid != os.getpid():  # first use, or a forked child: start our thread
                 self._pid = os.getpid()
                 self._beats = {}
+                self._deadline = None
                 threading.Thread(target=self._loop, name="relo-heartbeat", daemon=True).start()
             self._beats[id(beat)] = beat
-            self._wake.notify()
+            # wake the thread only when it would sleep past this release's first beat
+            due = min(beat.next_flush, beat.next_extend)
+            if self._deadline is None or due < self._deadline:
+                self._wake.notify()
 
     def remove(self, beat: _Beat) -> None:
         with beat.busy:  # wait for a beat in progress
@@ -116,14 +126,26 @@ class _Heartbeats:
             self._beats.pop(id(beat), None)
 
     def _loop(self) -> None:
+        idle_since: float | None = None
         while True:
             with self._lock:
-                while not self._beats:
-                    self._wake.wait()
-                wait = min(min(b.next_flush, b.next_extend) for b in self._beats.values()) - (
-                    time.monotonic())
-                if wait > 0:  # add() wakes us: a new release may be due sooner
-                    self._wake.wait(min(wait, 1.0))
+                now = time.monotonic()
+                if not self._beats:
+                    if idle_since is None:
+                        idle_since = now
+                    if now - idle_since >= self.LINGER:
+                        self._deadline = None  # asleep: add() must wake us
+                        self._wake.wait()
+                        idle_since = None
+                        continue
+                    self._deadline = idle_since + self.LINGER
+                    self._wake.wait(self._deadline - now)
+                    continue
+                idle_since = None
+                due = min(min(b.next_flush, b.next_extend) for b in self._beats.values())
+                if due > now:  # add() wakes us when a new release is due sooner
+                    self._deadline = min(due, now + 1.0)
+                    self._wake.wait(self._deadline - now)
                     continue
                 beats = list(self._beats.values())
             for beat in beats:
