@@ -38,7 +38,7 @@ def hint_of(client: Any, release_id: int) -> dict[str, Any]:
     from release_orchestrator.storage.repository import Repository
 
     with client.ctx.db.session(write=False) as s:
-        row, prow, erow = Repository(s).release_with_environment(release_id)
+        row, prow, erow = Repository(s).release_for_claim(release_id)
         return lock_hint(row, prow.name, erow.name)
 
 

@@ -83,12 +83,6 @@ _ENV_BY_ID = (
     .join(EnvironmentRow, EnvironmentRow.project_id == ProjectRow.id)
     .where(EnvironmentRow.id == bindparam("env_id"))
 )
-_RELEASE_WITH_ENV = (
-    select(ReleaseRow, ProjectRow, EnvironmentRow)
-    .join(EnvironmentRow, EnvironmentRow.id == ReleaseRow.environment_id)
-    .join(ProjectRow, ProjectRow.id == EnvironmentRow.project_id)
-    .where(ReleaseRow.id == bindparam("release_id"))
-)
 _EVENTS = cast(Table, EventRow.__table__)
 _STEPS = cast(Table, StepRow.__table__)
 _RELEASES = cast(Table, ReleaseRow.__table__)
@@ -637,16 +631,6 @@ class Repository:
                 f"unknown release id {release_id}{hint}", kind="release", name=str(release_id)
             )
         return row
-
-    def release_with_environment(
-        self, release_id: int
-    ) -> tuple[ReleaseRow, ProjectRow, EnvironmentRow]:
-        """The release row with its project and environment rows, in one query."""
-        found = self.s.execute(_RELEASE_WITH_ENV, {"release_id": release_id}).first()
-        if found is None:
-            self.release_row(release_id)  # raises NotFound with a hint
-        assert found is not None
-        return found[0], found[1], found[2]
 
     def release_for_claim(self, release_id: int) -> tuple[ReleaseRecord, Named, Named]:
         """The release (a plain row: read-only) with its project and environment names, in
