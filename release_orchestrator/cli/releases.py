@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Annotated
 
 import typer
 
-from ..domain import Release
+from ..domain import Release, ReleaseStatus
 from ..errors import InvalidRequest, ReleaseFailed, StateLockError
 from . import render
 from .common import EnvOpt, OutputOpt, ProjectOpt, client
@@ -120,16 +121,29 @@ def show(
     release_id: Annotated[int, typer.Argument(help="Release id.")],
     output: OutputOpt = "table",
 ) -> None:
-    """Show one release with its steps (and, when queued, what holds it).
+    """Show one release with its steps; a waiting one with what holds it and the fix.
+
+    For a queued or pending-approval release the table ends with the findings of `relo
+    diagnose -p P -e E ID` (what holds it, a missing worker, ... each with its fix), which
+    asks the workers (about a second); -o json gives the release object (its "held" list
+    holds the admission policy's reasons).
 
     Example: relo release show 42 -o json
     """
+    from .diagnose import finding_lines
+
     render.check_format(output)
-    release = client().get(release_id)
+    c = client()
+    release = c.get(release_id)
     if output == "json":
         render.print_json(release.detail())
-    else:
-        render.release_detail(release)
+        return
+    findings = None
+    if release.status in (ReleaseStatus.QUEUED, ReleaseStatus.PENDING_APPROVAL):
+        findings = c.diagnose(release.project, release.environment, release.id)
+    render.release_detail(release, holds=findings is None)
+    if findings:
+        sys.stdout.write("\n".join(["what holds it:", *finding_lines(findings, "  ")]) + "\n")
 
 
 @app.command("list")

@@ -111,7 +111,9 @@ def releases_table(
     )
 
 
-def release_detail(release: Release) -> None:
+def release_detail(release: Release, *, holds: bool = True) -> None:
+    """A release's fields, its holds (unless ``holds`` is off: the caller shows findings)
+    and its steps."""
     lines = [
         f"release {release.id}  {release.project}/{release.environment}  {release.type}  "
         f"{release.status}",
@@ -133,7 +135,7 @@ def release_detail(release: Release) -> None:
         lines.append(f"  error: {release.error}")
     if release.skip_reason:
         lines.append(f"  skipped: {release.skip_reason}")
-    for h in release.held:
+    for h in release.held if holds else ():
         lines.append(f"  held [{h.code}]: {h.message}")
     sys.stdout.write("\n".join(lines) + "\n")
     if release.steps:

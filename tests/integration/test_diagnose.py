@@ -260,6 +260,9 @@ def test_no_worker(stack) -> None:
                                   "(or relo worker for every environment)")
     time.sleep(1)
     assert status(stack, release) == "queued"
+    # `release show` of the waiting release gives the same finding, with the fix
+    table = stack.cli("release", "show", str(release), check=True).stdout
+    assert "[no_worker]" in table and "fix: start one: relo worker --environments" in table
     argv = remedy_argv(found[0]["remedy"])
     assert argv == ["worker", "--environments", "shop/staging"]
     stack.start(*argv, name="stagingworker")
