@@ -24,7 +24,7 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy.engine import CursorResult
+from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
@@ -345,6 +345,15 @@ class Repository:
         #: Environments this transaction found without windows (see :meth:`may_have_windows`).
         self._windowless: set[int] = set()
         self._returning = bool(session.get_bind().dialect.update_returning)
+        self._connection: Connection | None = None
+
+    @property
+    def _c(self) -> Connection:
+        """The transaction's connection: plain (table-level) statements run on it directly,
+        without the session's per-statement work (ORM plugin lookup, bind resolution)."""
+        if self._connection is None:
+            self._connection = self.s.connection()
+        return self._connection
 
     def _seen(self, found: Any) -> tuple[ProjectRow, EnvironmentRow]:
         if not found[2]:
@@ -431,7 +440,7 @@ class Repository:
         when it was already ended or changed."""
         table = _PROJECTS if scope == "project" else _ENVIRONMENTS
         self.s.flush()
-        result = self.s.execute(
+        result = self._c.execute(
             update(table)
             .where(table.c.id == row_id, table.c.pause_until == until)
             .values(pause_by=None, pause_at=None, pause_reason=None, pause_until=None)
@@ -446,7 +455,7 @@ class Repository:
         return True
 
     def set_launched(self, env_id: int) -> None:
-        self.s.execute(_SET_LAUNCHED, {"env_id": env_id})
+        self._c.execute(_SET_LAUNCHED, {"env_id": env_id})
 
     def environments(self, project: str | None = None) -> list[tuple[ProjectRow, EnvironmentRow]]:
         query = (
@@ -479,7 +488,7 @@ class Repository:
         """Run a plain (table-level) SELECT, flushing pending ORM changes first as an ORM
         query would (plain statements do not autoflush)."""
         self.s.flush()
-        return self.s.execute(statement, params)
+        return self._c.execute(statement, params)
 
     def resources(self, project: NamedRecord) -> list[ResourceRecord]:
         """The project's resource definitions in order (plain rows: read-only)."""
@@ -578,17 +587,17 @@ class Repository:
 
     def insert_release(self, **values: Any) -> int:
         """Insert one release row without the unit of work; returns its id."""
-        result = cast(CursorResult[Any], self.s.execute(_INSERT_RELEASE, values))
+        result = cast(CursorResult[Any], self._c.execute(_INSERT_RELEASE, values))
         assert result.inserted_primary_key is not None
         return int(result.inserted_primary_key[0])
 
     def next_queue_seq(self, env: EnvironmentRecord) -> int:
         """The next FIFO sequence number of ``env`` (call with the environment locked)."""
         if self._returning:
-            seq = int(self.s.execute(_NEXT_QUEUE_SEQ, {"env_id": env.id}).scalar_one())
+            seq = int(self._c.execute(_NEXT_QUEUE_SEQ, {"env_id": env.id}).scalar_one())
         else:  # SQLite before 3.35
-            self.s.execute(_NEXT_QUEUE_SEQ_PLAIN, {"env_id": env.id})
-            seq = int(self.s.execute(_QUEUE_COUNTER, {"env_id": env.id}).scalar_one())
+            self._c.execute(_NEXT_QUEUE_SEQ_PLAIN, {"env_id": env.id})
+            seq = int(self._c.execute(_QUEUE_COUNTER, {"env_id": env.id}).scalar_one())
         loaded = self.s.identity_map.get(identity_key(EnvironmentRow, env.id))
         if loaded is not None:
             set_committed_value(loaded, "queue_counter", seq)
@@ -597,7 +606,7 @@ class Repository:
     def mark_dispatched(self, row: WaitingRecord, at: datetime) -> None:
         """Record that ``row`` was handed to a worker at ``at`` (one UPDATE; the release's
         ORM row, when this session holds one, is updated to match)."""
-        self.s.execute(_MARK_DISPATCHED, {"release_id": row.id, "at": at})
+        self._c.execute(_MARK_DISPATCHED, {"release_id": row.id, "at": at})
         loaded = self.s.identity_map.get(identity_key(ReleaseRow, row.id))
         if loaded is not None:
             set_committed_value(loaded, "dispatched_at", at)
@@ -611,12 +620,12 @@ class Repository:
         out (or gone)."""
         params = {"w_id": state_id, "w_token": token, "fence": token, **values}
         if self._returning:
-            row = self.s.execute(_WRITE_STATE, params).first()
+            row = self._c.execute(_WRITE_STATE, params).first()
         else:  # SQLite before 3.35
-            written = self.s.execute(_WRITE_STATE_PLAIN, params)
+            written = self._c.execute(_WRITE_STATE_PLAIN, params)
             if getattr(written, "rowcount", 0) != 1:
                 return None
-            row = self.s.execute(_STATE_AFTER_WRITE, {"w_id": state_id}).first()
+            row = self._c.execute(_STATE_AFTER_WRITE, {"w_id": state_id}).first()
         return None if row is None else dict(row._mapping)
 
     def release_row(self, release_id: int, *, lock: bool = False) -> ReleaseRow:
@@ -646,7 +655,7 @@ class Repository:
 
     def has_waiting(self, env_id: int) -> bool:
         """Whether any release of the environment is queued and not yet dispatched."""
-        return self.s.scalar(_HAS_WAITING, {"env_id": env_id}) is not None
+        return self._read(_HAS_WAITING, {"env_id": env_id}).first() is not None
 
     def loaded_release_row(self, release_id: int) -> ReleaseRow:
         """The release row as already loaded in this session (no query when it is)."""
@@ -751,7 +760,7 @@ class Repository:
         """(id, type, targets) of :meth:`running_rows`, in id order (one statement)."""
         rows = [
             (int(r[0]), str(r[1]), r[2] or [])
-            for r in self.s.execute(_RUNNING_OR_DISPATCHED_CLAIMS, {"env_id": env_id})
+            for r in self._read(_RUNNING_OR_DISPATCHED_CLAIMS, {"env_id": env_id})
         ]
         rows.sort(key=lambda r: r[0])
         return rows
@@ -852,7 +861,7 @@ class Repository:
         """Compare-and-set the status; True when this call made the change."""
         olds = [old] if isinstance(old, ReleaseStatus) else list(old)
         params = {"w_id": release_id, "w_olds": [str(o) for o in olds], "status": str(new)}
-        result = self.s.execute(_SET_STATUS, {**params, **values})
+        result = self._c.execute(_SET_STATUS, {**params, **values})
         return bool(getattr(result, "rowcount", 0) == 1)
 
     def fenced_update(self, release_id: int, token: int, **values: Any) -> bool:
@@ -863,8 +872,8 @@ class Repository:
         """
         params = {"w_id": release_id, "w_token": token}
         if not values:
-            return self.s.scalar(_FENCE_CHECK, params) is not None
-        result = self.s.execute(_FENCED_UPDATE, {**params, **values})
+            return self._c.execute(_FENCE_CHECK, params).first() is not None
+        result = self._c.execute(_FENCED_UPDATE, {**params, **values})
         return bool(getattr(result, "rowcount", 0) == 1)
 
     def environments_with_waiting(self) -> list[int]:
@@ -919,7 +928,7 @@ class Repository:
         """Append one audit event (SPEC §1)."""
         # a plain INSERT: events are never read back as objects in the transaction that
         # writes them, and the unit of work costs several times the statement
-        self.s.execute(
+        self._c.execute(
             _INSERT_EVENT,
             {
                 "at": at,
@@ -936,13 +945,13 @@ class Repository:
     # -- steps ---------------------------------------------------------------------------
     def add_step(self, **values: Any) -> int:
         """Insert one step row; returns its id."""
-        result = cast(CursorResult[Any], self.s.execute(_INSERT_STEP, values))
+        result = cast(CursorResult[Any], self._c.execute(_INSERT_STEP, values))
         assert result.inserted_primary_key is not None
         return int(result.inserted_primary_key[0])
 
     def update_step(self, step_id: int, **values: Any) -> None:
         """Update one step row by id."""
-        self.s.execute(_UPDATE_STEP, {"w_id": step_id, **values})
+        self._c.execute(_UPDATE_STEP, {"w_id": step_id, **values})
 
     def events(
         self,
