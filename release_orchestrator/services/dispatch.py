@@ -15,7 +15,7 @@ from typing import Any
 
 from ..domain import ReleaseStatus, ReleaseType
 from ..domain.names import env_key, queue_name
-from ..policy.admission import Claim, Decision, LockInfo, decide
+from ..policy.admission import Claim, Code, Decision, LockInfo, decide
 from ..storage.records import EnvironmentRecord, PausedRecord, WaitingRecord
 from ..storage.repository import Repository
 from .context import Context
@@ -70,15 +70,25 @@ def decide_and_mark(
 
     ``locks``: the environment's state locks when the caller read them just before the
     transaction (a Redis round trip less while holding the write lock); read here otherwise.
+    A release that finished between that read and this transaction released its locks
+    before its finishing transaction committed, so the list can hold locks of a release this
+    transaction sees ended: when such a lock holds a release, the locks are read again here
+    and the decision made again (:func:`held_by_stale_lock`).
     ``also``: a waiting release whose complete reasons the decision should give (see
     :func:`build_snapshot`; it does not change what starts).
     """
     expire_pauses(repo, project, env, now)
+    read_before = locks is not None
     if locks is None:
         locks = lock_infos(ctx, env_key(project.name, env.name))
     rows: dict[int, WaitingRecord] = {}
     snapshot = build_snapshot(repo, project, env, now, locks, rows=rows, also=also)
     decision = decide(snapshot)
+    if read_before and held_by_stale_lock(decision):
+        locks = lock_infos(ctx, env_key(project.name, env.name))
+        rows = {}
+        snapshot = build_snapshot(repo, project, env, now, locks, rows=rows, also=also)
+        decision = decide(snapshot)
     out: list[Dispatch] = []
     for release_id in decision.start:
         row = rows.get(release_id) or repo.loaded_release_row(release_id)
@@ -93,6 +103,16 @@ def decide_and_mark(
             )
         )
     return decision, out
+
+
+def held_by_stale_lock(decision: Decision) -> bool:
+    """Whether a release waits for a lock whose holder is a release neither running nor
+    dispatched (a finished release's lock: left behind, or read before it was released)."""
+    return any(
+        r.code is Code.STATE_LOCK_HELD and r.facts.get("holder") == "stale"
+        for reasons in decision.held.values()
+        for r in reasons
+    )
 
 
 def send(ctx: Context, dispatches: list[Dispatch]) -> None:

@@ -163,7 +163,9 @@ def submit(ctx: Context, req: ReleaseRequest) -> Release:
             if req.fail_on_conflict and not started:
                 # the dispatcher's snapshot holds only what can start now (the head of a
                 # serial queue, one release per distinct claim): its reasons for a held
-                # release may be partial, so ask the policy about the whole queue
+                # release may be partial, so ask the policy about the whole queue, with the
+                # locks as they are now (the list read before may hold a finished release's)
+                locks = lock_infos(ctx, env_key(req.project, req.environment))
                 snapshot = build_snapshot(repo, project, env, now, locks, full_queue=True)
                 reasons = decide(snapshot).reasons(release_id)
             blocking = conflicts(reasons)

@@ -615,3 +615,68 @@ def test_without_update_returning_the_engine_writes_the_same(
     with c.ctx.db.session() as s:  # a stale token is still fenced out on this path
         assert Repository(s).write_state(10**6, 1, unknown=True) is None
     assert scenario(c, "after") == expected
+
+
+# -- locks read before the transaction ------------------------------------------------------
+def _lock_of(release_id: int, scope: str = "environment", resource: str | None = None) -> Any:
+    from release_orchestrator.policy.admission import LockInfo
+
+    return LockInfo(scope=scope, resource=resource, owner=f"{release_id}:w", release_id=release_id)
+
+
+def test_a_submit_that_read_the_lock_of_a_release_finished_since_still_starts(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`submit` reads the locks before its transaction; the release holding them can finish
+    in between (it releases them before its finishing transaction commits). The new release
+    must not wait for that lock: nothing else would start it before the reconciler."""
+    from release_orchestrator.services import releases
+
+    first = client.submit("shop", "prod").id
+    run_worker(client)
+    assert client.get(first).status == "succeeded"
+    real = releases.lock_infos
+    calls: list[int] = []
+
+    def stale_first(ctx: Any, key: str, strict: bool = False) -> Any:
+        calls.append(1)
+        return (_lock_of(first),) if len(calls) == 1 else real(ctx, key, strict)
+
+    monkeypatch.setattr(releases, "lock_infos", stale_first)
+    second = client.submit("shop", "prod")
+    assert second.held == [] and second.position == 1
+    assert sent(client) == [second.id]
+    assert len(calls) == 1  # the second read happened in the dispatcher (below)
+
+
+def test_the_dispatcher_reads_the_locks_again_when_a_stale_one_holds_a_release(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A finishing release passes the locks it read after releasing its own; another release
+    may have finished and released its locks since. With parallel releases on: `a` runs on
+    database/orders, `c` on service/catalog finished, `w` needs both and waits for `a` only."""
+    from release_orchestrator.services import dispatch
+    from release_orchestrator.services.dispatch import decide_and_mark
+
+    client.settings("shop", "prod", parallel=True)
+    a = client.submit("shop", "prod", "selective", targets=["database/orders"]).id
+    c = client.submit("shop", "prod", "selective", targets=["service/catalog"]).id
+    claim(client, a, token=1)
+    claim(client, c, token=2)
+    with client.ctx.db.session() as s:
+        assert Repository(s).fenced_update(c, 2, status="succeeded")
+    w = client.submit("shop", "prod", "selective",
+                      targets=["database/orders", "service/catalog"]).id
+    reads: list[int] = []
+    monkeypatch.setattr(dispatch, "lock_infos",
+                        lambda ctx, key, strict=False: reads.append(1) or (_lock_of(a, "slot"),))
+    stale = (_lock_of(a, "slot"), _lock_of(c, "resource", "service/catalog"))
+    with client.ctx.db.session() as s:
+        repo = Repository(s)
+        project, env = repo.environment_view("shop", "prod", lock=True)
+        decision, started = decide_and_mark(client.ctx, repo, project, env,
+                                            client.ctx.clock.now(), stale)
+    assert started == [] and reads == [1]
+    # held by the running release only (the stale lock of `c` would have been a second reason)
+    assert [(r.code, r.release_id, r.facts["holder"]) for r in decision.held[w]] == [
+        ("state_lock_held", a, "release")]
