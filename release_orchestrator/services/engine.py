@@ -30,9 +30,7 @@ from ..policy.plan import PlanError, PlannedStep, ResourceView, dependency_order
 from ..storage.convert import sync_from
 from ..storage.records import NamedRecord, ReleaseRecord, ResourceRecord, StateRecord
 from ..storage.repository import Repository
-from ..storage.tables import (
-    StepRow,
-)
+from ..storage.tables import StepRow
 from .context import Context
 from .dispatch import Dispatch, decide_and_mark, evaluate, send
 from .heartbeat import Heartbeat, LeaseLost
