@@ -139,21 +139,11 @@ class EnvironmentView:
     pause_until: datetime | None
 
 
-class ReleaseRecord(Protocol):
-    """What the runner reads of a release to claim and run it."""
+class ReleaseRecord(WaitingRecord, Protocol):
+    """What the runner reads of a release to claim and run it (a whole release row)."""
 
     @property
-    def id(self) -> int: ...
-    @property
-    def environment_id(self) -> int: ...
-    @property
-    def type(self) -> str: ...
-    @property
     def status(self) -> str: ...
-    @property
-    def dispatched_at(self) -> datetime | None: ...
-    @property
-    def targets(self) -> list[Any]: ...
     @property
     def refresh(self) -> bool: ...
     @property
