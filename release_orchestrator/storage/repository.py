@@ -39,6 +39,7 @@ from ..domain import (
 from ..domain.names import resource_key
 from ..errors import InvalidRequest, NotFound, not_found
 from . import convert
+from .prepared import PREPARED
 from .records import (
     EnvironmentRecord,
     EnvironmentView,
@@ -61,6 +62,7 @@ from .tables import (
     ResourceStateRow,
     StepRow,
     WindowRow,
+    claim_key,
 )
 
 ACTIVE = (ReleaseStatus.PENDING_APPROVAL, ReleaseStatus.QUEUED, ReleaseStatus.RUNNING)
@@ -127,6 +129,10 @@ _UPDATE_STEP = update(_STEPS).where(_STEPS.c.id == bindparam("w_id"))
 _SET_STATUS = update(_RELEASES).where(
     _RELEASES.c.id == bindparam("w_id"),
     _RELEASES.c.status.in_(bindparam("w_olds", expanding=True)),
+)
+# the same from one status (the claim): no expanding parameter, so a prepared statement
+_SET_STATUS_FROM = update(_RELEASES).where(
+    _RELEASES.c.id == bindparam("w_id"), _RELEASES.c.status == bindparam("w_old")
 )
 _FENCED_UPDATE = update(_RELEASES).where(
     _RELEASES.c.id == bindparam("w_id"),
@@ -355,6 +361,11 @@ class Repository:
             self._connection = self.s.connection()
         return self._connection
 
+    def _x(self, statement: Any, params: dict[str, Any]) -> Any:
+        """Run a prebuilt (module-level) table-level statement on the transaction's
+        connection; on SQLite on the DBAPI cursor (:mod:`.prepared`)."""
+        return PREPARED.execute(self._c, statement, params)
+
     def _seen(self, found: Any) -> tuple[ProjectRow, EnvironmentRow]:
         if not found[2]:
             self._windowless.add(found[1].id)
@@ -455,7 +466,7 @@ class Repository:
         return True
 
     def set_launched(self, env_id: int) -> None:
-        self._c.execute(_SET_LAUNCHED, {"env_id": env_id})
+        self._x(_SET_LAUNCHED, {"env_id": env_id})
 
     def environments(self, project: str | None = None) -> list[tuple[ProjectRow, EnvironmentRow]]:
         query = (
@@ -484,11 +495,14 @@ class Repository:
         return convert.environment_of(prow, env)
 
     # -- resources ---------------------------------------------------------------------
-    def _read(self, statement: Any, params: dict[str, Any]) -> Any:
+    def _read(self, statement: Any, params: dict[str, Any], *, prebuilt: bool = True) -> Any:
         """Run a plain (table-level) SELECT, flushing pending ORM changes first as an ORM
-        query would (plain statements do not autoflush)."""
+        query would (plain statements do not autoflush). ``prebuilt``: a module-level
+        statement (:meth:`_x`); False for one built per call."""
         self.s.flush()
-        return self._c.execute(statement, params)
+        if not prebuilt:
+            return self._c.execute(statement, params)
+        return self._x(statement, params)
 
     def resources(self, project: NamedRecord) -> list[ResourceRecord]:
         """The project's resource definitions in order (plain rows: read-only)."""
@@ -587,17 +601,20 @@ class Repository:
 
     def insert_release(self, **values: Any) -> int:
         """Insert one release row without the unit of work; returns its id."""
-        result = cast(CursorResult[Any], self._c.execute(_INSERT_RELEASE, values))
+        if "claim_key" not in values:  # the column's default, computed here (one prepared
+            # statement: no Python-side default left for an execution context to compute)
+            values["claim_key"] = claim_key(values["type"], values.get("targets"))
+        result = cast(CursorResult[Any], self._x(_INSERT_RELEASE, values))
         assert result.inserted_primary_key is not None
         return int(result.inserted_primary_key[0])
 
     def next_queue_seq(self, env: EnvironmentRecord) -> int:
         """The next FIFO sequence number of ``env`` (call with the environment locked)."""
         if self._returning:
-            seq = int(self._c.execute(_NEXT_QUEUE_SEQ, {"env_id": env.id}).scalar_one())
+            seq = int(self._x(_NEXT_QUEUE_SEQ, {"env_id": env.id}).scalar_one())
         else:  # SQLite before 3.35
-            self._c.execute(_NEXT_QUEUE_SEQ_PLAIN, {"env_id": env.id})
-            seq = int(self._c.execute(_QUEUE_COUNTER, {"env_id": env.id}).scalar_one())
+            self._x(_NEXT_QUEUE_SEQ_PLAIN, {"env_id": env.id})
+            seq = int(self._x(_QUEUE_COUNTER, {"env_id": env.id}).scalar_one())
         loaded = self.s.identity_map.get(identity_key(EnvironmentRow, env.id))
         if loaded is not None:
             set_committed_value(loaded, "queue_counter", seq)
@@ -606,7 +623,7 @@ class Repository:
     def mark_dispatched(self, row: WaitingRecord, at: datetime) -> None:
         """Record that ``row`` was handed to a worker at ``at`` (one UPDATE; the release's
         ORM row, when this session holds one, is updated to match)."""
-        self._c.execute(_MARK_DISPATCHED, {"release_id": row.id, "at": at})
+        self._x(_MARK_DISPATCHED, {"release_id": row.id, "at": at})
         loaded = self.s.identity_map.get(identity_key(ReleaseRow, row.id))
         if loaded is not None:
             set_committed_value(loaded, "dispatched_at", at)
@@ -620,12 +637,12 @@ class Repository:
         out (or gone)."""
         params = {"w_id": state_id, "w_token": token, "fence": token, **values}
         if self._returning:
-            row = self._c.execute(_WRITE_STATE, params).first()
+            row = self._x(_WRITE_STATE, params).first()
         else:  # SQLite before 3.35
-            written = self._c.execute(_WRITE_STATE_PLAIN, params)
+            written = self._x(_WRITE_STATE_PLAIN, params)
             if getattr(written, "rowcount", 0) != 1:
                 return None
-            row = self._c.execute(_STATE_AFTER_WRITE, {"w_id": state_id}).first()
+            row = self._x(_STATE_AFTER_WRITE, {"w_id": state_id}).first()
         return None if row is None else dict(row._mapping)
 
     def release_row(self, release_id: int, *, lock: bool = False) -> ReleaseRow:
@@ -790,7 +807,7 @@ class Repository:
             query = query.where(_RELEASES.c.queue_seq > after_seq)
         if limit is not None:
             query = query.limit(limit)
-        return list(self._read(query, {"env_id": env_id}))
+        return list(self._read(query, {"env_id": env_id}, prebuilt=False))
 
     def waiting_heads(
         self, env_id: int, limit: int = HEADS_LIMIT
@@ -859,9 +876,12 @@ class Repository:
         **values: Any,
     ) -> bool:
         """Compare-and-set the status; True when this call made the change."""
-        olds = [old] if isinstance(old, ReleaseStatus) else list(old)
-        params = {"w_id": release_id, "w_olds": [str(o) for o in olds], "status": str(new)}
-        result = self._c.execute(_SET_STATUS, {**params, **values})
+        if isinstance(old, ReleaseStatus):
+            params = {"w_id": release_id, "w_old": str(old), "status": str(new), **values}
+            result = self._x(_SET_STATUS_FROM, params)
+        else:
+            params = {"w_id": release_id, "w_olds": [str(o) for o in old], "status": str(new)}
+            result = self._x(_SET_STATUS, {**params, **values})
         return bool(getattr(result, "rowcount", 0) == 1)
 
     def fenced_update(self, release_id: int, token: int, **values: Any) -> bool:
@@ -872,8 +892,8 @@ class Repository:
         """
         params = {"w_id": release_id, "w_token": token}
         if not values:
-            return self._c.execute(_FENCE_CHECK, params).first() is not None
-        result = self._c.execute(_FENCED_UPDATE, {**params, **values})
+            return self._x(_FENCE_CHECK, params).first() is not None
+        result = self._x(_FENCED_UPDATE, {**params, **values})
         return bool(getattr(result, "rowcount", 0) == 1)
 
     def environments_with_waiting(self) -> list[int]:
@@ -928,7 +948,7 @@ class Repository:
         """Append one audit event (SPEC §1)."""
         # a plain INSERT: events are never read back as objects in the transaction that
         # writes them, and the unit of work costs several times the statement
-        self._c.execute(
+        self._x(
             _INSERT_EVENT,
             {
                 "at": at,
@@ -945,13 +965,13 @@ class Repository:
     # -- steps ---------------------------------------------------------------------------
     def add_step(self, **values: Any) -> int:
         """Insert one step row; returns its id."""
-        result = cast(CursorResult[Any], self._c.execute(_INSERT_STEP, values))
+        result = cast(CursorResult[Any], self._x(_INSERT_STEP, values))
         assert result.inserted_primary_key is not None
         return int(result.inserted_primary_key[0])
 
     def update_step(self, step_id: int, **values: Any) -> None:
         """Update one step row by id."""
-        self._c.execute(_UPDATE_STEP, {"w_id": step_id, **values})
+        self._x(_UPDATE_STEP, {"w_id": step_id, **values})
 
     def events(
         self,
