@@ -20,6 +20,7 @@ PostgreSQL (where the server round trip dwarfs the client's bookkeeping), runs t
 
 from __future__ import annotations
 
+import weakref
 from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -141,30 +142,40 @@ class Result:
 class Prepared:
     """Runs prebuilt statements on SQLite's DBAPI cursor (see the module's docstring).
 
-    Plans are kept by the statement's identity: pass only statements built once (module
-    constants). Past ``LIMIT`` plans nothing new is kept and such statements run through
+    Plans are kept per dialect (each engine has its own) and by the statement's identity:
+    pass only statements built once (module constants). Past ``LIMIT`` plans nothing new is kept and such statements run through
     ``Connection.execute``, so a statement built per call by mistake costs speed, not memory.
     """
 
     LIMIT = 512
 
     def __init__(self) -> None:
-        self._plans: dict[tuple[int, int, tuple[str, ...]], _Plan | None] = {}
+        #: Per dialect (an engine's: it lives as long as the engine), by statement and keys.
+        self._plans: weakref.WeakKeyDictionary[
+            Dialect, dict[tuple[int, tuple[str, ...]], _Plan | None]
+        ] = weakref.WeakKeyDictionary()
+
+    def plans(self, dialect: Dialect) -> dict[tuple[int, tuple[str, ...]], _Plan | None]:
+        """The plans made for ``dialect`` so far, by (statement id, parameter names)."""
+        return dict(self._plans.get(dialect, {}))
 
     def plan(self, statement: Any, dialect: Dialect, keys: tuple[str, ...]) -> _Plan | None:
-        key = (id(statement), id(dialect), keys)
+        plans = self._plans.get(dialect)
+        if plans is None:
+            plans = self._plans.setdefault(dialect, {})
+        key = (id(statement), keys)
         try:
-            return self._plans[key]
+            return plans[key]
         except KeyError:
             pass
         plan: _Plan | None = None
-        if len(self._plans) >= self.LIMIT:
+        if len(plans) >= self.LIMIT:
             return None
         if dialect.name == "sqlite" and dialect.positional:
             compiled = statement.compile(dialect=dialect, column_keys=sorted(keys))
             if _eligible(statement, compiled):
                 plan = _Plan(statement, compiled, dialect)
-        self._plans[key] = plan
+        plans[key] = plan
         return plan
 
     def execute(self, conn: Connection, statement: Any, params: Mapping[str, Any]) -> Any:

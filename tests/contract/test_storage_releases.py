@@ -617,6 +617,53 @@ def test_without_update_returning_the_engine_writes_the_same(
     assert scenario(c, "after") == expected
 
 
+def test_the_prepared_statements_write_and_read_what_sqlalchemy_does(
+    clients: Clients, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite the hot path's prebuilt statements run on the DBAPI cursor (storage/
+    prepared.py); with that turned off (SQLAlchemy's execution, as on PostgreSQL) the same
+    scenario records the same releases, steps, events and states."""
+    from release_orchestrator.storage import repository
+    from release_orchestrator.storage.prepared import PREPARED, Prepared
+
+    def scenario(c: Client, project: str) -> list[Any]:
+        c.apply_blueprint_text(BLUEPRINT.replace("project: shop", f"project: {project}"))
+        ids = [c.submit(project, "prod").id]
+        ids.append(c.submit(project, "prod", "selective", targets=["service/catalog"]).id)
+        c.set_resource(project, "prod", "service/payments", ["replicas=5"])
+        ids.append(c.submit(project, "prod", "selective", targets=["service/payments"]).id)
+        ids.append(c.submit(project, "prod", "selective", targets=["service/payments"],
+                            comment="twice").id)
+        c.delete([ids[-1]])
+        positions = [c.get(i).position for i in ids[:3]]
+        run_worker(c)
+        out: list[Any] = [positions]
+        for r in map(c.get, ids):
+            out.append((r.type, r.status, r.error, r.comment, r.targets,
+                        [(st.seq, st.resource, st.action, st.phase, st.status, st.error)
+                         for st in r.steps]))
+        out.append([(e.kind, e.actor, e.message.replace(f"release {e.release_id}", "release N"))
+                    for e in reversed(c.events(project, "prod", limit=100))])
+        out.append([(st.resource, st.sync, st.health, st.desired_spec, st.applied_spec)
+                     for st in c.resources(project, "prod")])
+        return out
+
+    c = clients()
+    expected = scenario(c, "prepared")
+    sqlite = c.ctx.db.is_sqlite
+    hot = [repository._RUNNING_AND_HEAD, repository._RELEASE_FOR_CLAIM, repository._WRITE_STATE,
+           repository._INSERT_EVENT, repository._INSERT_STEP, repository._SET_STATUS_FROM,
+           repository._INSERT_RELEASE, repository._FENCED_UPDATE, repository._MARK_DISPATCHED]
+    made = {**PREPARED.plans(c.ctx.db._write.dialect), **PREPARED.plans(c.ctx.db._read.dialect)}
+    for statement in hot:  # every one ran prepared on SQLite (none on PostgreSQL)
+        plans = [p for (sid, _), p in made.items() if sid == id(statement)]
+        assert plans, statement
+        assert all((p is not None) is sqlite for p in plans), statement
+    monkeypatch.setattr(Prepared, "plan", lambda *a, **k: None)
+    assert scenario(clients(), "plain") == expected
+    assert expected[1][1] == "succeeded" and expected[4][1] == "cancelled"
+
+
 # -- locks read before the transaction ------------------------------------------------------
 def _lock_of(release_id: int, scope: str = "environment", resource: str | None = None) -> Any:
     from release_orchestrator.policy.admission import LockInfo
