@@ -37,11 +37,16 @@ class Context:
         if self.redis is None:
             import redis
 
+            # one connection, held: redis-py's pool checkout and return cost a fifth of a
+            # lock script's client-side time; threads (a worker's heartbeat, the web
+            # server's requests) take turns on the client's lock, and every lock command
+            # is one short non-blocking script
             self.redis = redis.Redis.from_url(
                 self.settings.redis_url,
                 socket_timeout=10,
                 socket_connect_timeout=5,
                 health_check_interval=30,
+                single_connection_client=True,
             )
         return self.redis
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import weakref
 from collections import namedtuple
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from sqlalchemy.engine import Connection, Dialect
@@ -45,8 +45,18 @@ class _RowBase(tuple):  # type: ignore[type-arg]
 class _Plan:
     """One statement compiled for one dialect and one set of parameter names."""
 
-    __slots__ = ("binds", "defaults", "names", "required", "returns_rows", "results", "row",
-                 "sql", "statement")
+    __slots__ = (
+        "binds",
+        "defaults",
+        "names",
+        "required",
+        "results",
+        "returns_rows",
+        "row",
+        "sql",
+        "statement",
+        "width",
+    )
 
     def __init__(self, statement: Any, compiled: Any, dialect: Dialect) -> None:
         self.statement = statement  # keeps the id() of the cache key alive
@@ -57,12 +67,14 @@ class _Plan:
         # parameters every call gives
         self.defaults = {name: binds[name].value for name in set(self.names)}
         self.required = frozenset(n for n in self.names if binds[n].required)
-        self.binds: tuple[_Processor, ...] = tuple(
+        # (position, processor) of the parameters and result columns that have one
+        self.binds = _processors(
             binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in self.names
         )
         self.returns_rows = _returns_rows(statement, compiled)
         columns = list(statement.exported_columns) if self.returns_rows else []
-        self.results: tuple[_Processor, ...] = tuple(
+        self.width = len(columns)
+        self.results = _processors(
             col.type.dialect_impl(dialect).result_processor(dialect, None) for col in columns
         )
         keys = [str(getattr(col, "key", None) or getattr(col, "name", "") or f"_{i}")
@@ -70,7 +82,7 @@ class _Plan:
         self.row = type("Row", (_RowBase, namedtuple("_Row", keys, rename=True)), {
             "__slots__": ()})  # type: ignore[misc]
 
-    def parameters(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
+    def parameters(self, params: Mapping[str, Any]) -> list[Any]:
         """The DBAPI parameters: given values over the statement's own, each through its
         type's bind processor (``None`` too, as SQLAlchemy does: JSON turns it into ``null``)."""
         missing = self.required.difference(params)
@@ -79,14 +91,29 @@ class _Plan:
                 f"A value is required for bind parameter {sorted(missing)[0]!r}"
             )
         defaults = self.defaults
-        return tuple(
-            value if proc is None else proc(value)
-            for proc, value in zip(
-                self.binds,
-                [params[n] if n in params else defaults[n] for n in self.names],
-                strict=True,
-            )
-        )
+        values = [params[n] if n in params else defaults[n] for n in self.names]
+        for i, proc in self.binds:
+            values[i] = proc(values[i])
+        return values
+
+    def rows(self, fetched: list[Any]) -> list[Any]:
+        """The fetched rows as named rows, each value through its type's result processor."""
+        if fetched and len(fetched[0]) != self.width:
+            raise RuntimeError(f"unexpected result columns for {self.sql!r}")
+        cls, procs, new = self.row, self.results, tuple.__new__
+        if not procs:
+            return [new(cls, raw) for raw in fetched]
+        out: list[Any] = []
+        for raw in fetched:
+            values = list(raw)
+            for i, proc in procs:
+                values[i] = proc(values[i])
+            out.append(new(cls, values))
+        return out
+
+
+def _processors(procs: Iterable[_Processor]) -> tuple[tuple[int, Callable[[Any], Any]], ...]:
+    return tuple((i, p) for i, p in enumerate(procs) if p is not None)
 
 
 def _returns_rows(statement: Any, compiled: Any) -> bool:
@@ -106,9 +133,8 @@ def _eligible(statement: Any, compiled: Any) -> bool:
         return False
     if getattr(compiled, "implicit_returning", None):
         return False  # the inserted key comes back as a row, not as the cursor's lastrowid
-    if _returns_rows(statement, compiled) and not hasattr(statement, "exported_columns"):
-        return False
-    return True
+    # rows need the statement's columns for their types and keys
+    return not _returns_rows(statement, compiled) or hasattr(statement, "exported_columns")
 
 
 class Result:
@@ -143,8 +169,9 @@ class Prepared:
     """Runs prebuilt statements on SQLite's DBAPI cursor (see the module's docstring).
 
     Plans are kept per dialect (each engine has its own) and by the statement's identity:
-    pass only statements built once (module constants). Past ``LIMIT`` plans nothing new is kept and such statements run through
-    ``Connection.execute``, so a statement built per call by mistake costs speed, not memory.
+    pass only statements built once (module constants). Past ``LIMIT`` plans per dialect
+    nothing new is kept and such statements run through ``Connection.execute``, so a
+    statement built per call by mistake costs speed, not memory.
     """
 
     LIMIT = 512
@@ -188,16 +215,7 @@ class Prepared:
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.execute(plan.sql, values)
-            rows: list[Any] = []
-            if plan.returns_rows:
-                fetched = cursor.fetchall()
-                if fetched and len(fetched[0]) != len(plan.results):
-                    raise RuntimeError(f"unexpected result columns for {plan.sql!r}")
-                make, procs = plan.row._make, plan.results
-                rows = [
-                    make(v if p is None else p(v) for p, v in zip(procs, raw, strict=True))
-                    for raw in fetched
-                ]
+            rows = plan.rows(cursor.fetchall()) if plan.returns_rows else []
             return Result(rows, cursor.rowcount, cursor.lastrowid)
         except dialect.loaded_dbapi.Error as exc:
             raise DBAPIError.instance(

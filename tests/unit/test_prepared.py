@@ -182,7 +182,7 @@ def test_what_needs_an_execution_context_runs_through_sqlalchemy(conn: Connectio
 def test_errors_are_sqlalchemys(conn: Connection) -> None:
     prepared = Prepared()
     prepared.execute(conn, INSERT, _row("a"))
-    with pytest.raises(IntegrityError, match="UNIQUE constraint failed: items.name"):
+    with pytest.raises(IntegrityError, match=r"UNIQUE constraint failed: items\.name"):
         prepared.execute(conn, INSERT, _row("a"))
     with pytest.raises(InvalidRequestError, match="A value is required for bind parameter"):
         prepared.execute(conn, SELECT_BY_STATUS, {})
