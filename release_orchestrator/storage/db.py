@@ -15,12 +15,12 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import create_engine, event, inspect, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from ..errors import Unavailable
 from ..settings import redact_url
@@ -58,6 +58,71 @@ def _sqlite_engine(url: str, immediate: bool) -> Engine:
     return engine
 
 
+class Transaction:
+    """One database transaction, used where a SQLAlchemy ``Session`` is expected.
+
+    The hot path (submit, claim, finish: three transactions per release) runs only Core
+    statements, and an ORM ``Session`` costs more than its transaction's BEGIN and COMMIT
+    together (its own transaction state machine, a connection checkout of its own). So the
+    transaction is the connection's, and a ``Session`` is made only when ORM work starts
+    (``add``, ``scalars``, ``get``...: any attribute not defined here), joined to it with
+    ``join_transaction_mode="rollback_only"``: it flushes into the transaction and never
+    commits it; :meth:`Database.session` commits (or rolls back) the connection's.
+    """
+
+    __slots__ = ("_conn", "_orm")
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._orm: Session | None = None
+
+    @property
+    def orm(self) -> Session:
+        """The ORM session of this transaction (made on first use)."""
+        if self._orm is None:
+            self._orm = Session(bind=self._conn, join_transaction_mode="rollback_only",
+                                expire_on_commit=False)
+        return self._orm
+
+    def connection(self) -> Connection:
+        return self._conn
+
+    def get_bind(self) -> Connection:
+        return self._conn
+
+    def flush(self) -> None:
+        if self._orm is not None:
+            self._orm.flush()
+
+    @property
+    def identity_map(self) -> Any:
+        return self._orm.identity_map if self._orm is not None else _NO_OBJECTS
+
+    @property
+    def new(self) -> Any:
+        return self._orm.new if self._orm is not None else ()
+
+    def close(self) -> None:
+        """Detach the ORM objects (they keep their loaded values, as after a commit with
+        ``expire_on_commit=False``)."""
+        if self._orm is not None:
+            self._orm.close()
+            self._orm = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.orm, name)
+
+
+class _NoObjects:
+    """The identity map of a transaction that made no ORM session."""
+
+    def get(self, _key: Any, default: Any = None) -> Any:
+        return default
+
+
+_NO_OBJECTS = _NoObjects()
+
+
 class Database:
     """One database: a write engine, a read engine (the same on PostgreSQL), sessions."""
 
@@ -70,8 +135,6 @@ class Database:
         else:
             self._write = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
             self._read = self._write
-        self._write_sessions = sessionmaker(self._write, expire_on_commit=False)
-        self._read_sessions = sessionmaker(self._read, expire_on_commit=False)
         self._schema_ok = False
         self._schema_lock = threading.Lock()
         path = sqlite_path(url)
@@ -89,12 +152,22 @@ class Database:
 
     @contextmanager
     def session(self, write: bool = True) -> Iterator[Session]:
-        """A session in one transaction: committed on success, rolled back on error."""
+        """A transaction: committed on success, rolled back on error.
+
+        What it yields is used as a session (:class:`Transaction`): Core statements run on
+        its connection, and an ORM session joins the transaction when first needed.
+        """
         self.ensure_schema()
-        factory = self._write_sessions if write else self._read_sessions
+        engine = self._write if write else self._read
         try:
-            with self._writer_turn(write), factory() as s, s.begin():
-                yield s
+            with self._writer_turn(write), engine.connect() as conn:
+                tx = Transaction(conn)
+                with conn.begin():
+                    try:
+                        yield cast(Session, tx)
+                        tx.flush()
+                    finally:
+                        tx.close()
         except OperationalError as exc:
             raise Unavailable(
                 f"database {redact_url(self.url)} is not answering: {exc.orig}"

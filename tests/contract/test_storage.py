@@ -36,7 +36,7 @@ from release_orchestrator.errors import BlueprintError
 from release_orchestrator.locks import MemoryLockStore
 from release_orchestrator.services import engine
 from release_orchestrator.storage import db as storage_db
-from release_orchestrator.storage.db import HEAD_REVISION, Database
+from release_orchestrator.storage.db import HEAD_REVISION, Database, Transaction
 from release_orchestrator.storage.repository import Repository
 from release_orchestrator.storage.tables import Base, EventRow, ReleaseRow
 from release_orchestrator.testing import FakeClock, MemoryTransport
@@ -358,6 +358,41 @@ def test_utc_datetimes_round_trip_aware_and_compare_in_sql(clients: Clients) -> 
     assert isinstance(err.value.orig, ValueError)
     with db.session(write=False) as s:
         assert s.scalar(select(EventRow.id).where(EventRow.message == "naive")) is None
+
+
+def test_a_transaction_makes_an_orm_session_only_for_orm_work(clients: Clients) -> None:
+    """``Database.session`` yields a :class:`Transaction`: Core statements run on its
+    connection without an ORM session; ORM work joins one to the same transaction, which
+    commits (or rolls back) Core and ORM writes together."""
+    db = clients.database()
+    moment = MOMENTS[0]
+    insert = EventRow.__table__.insert()
+    with db.session() as s:
+        assert isinstance(s, Transaction)
+        s.connection().execute(insert, {"at": moment, "actor": "core", "kind": "k",
+                                        "message": "1", "data": {}})
+        assert s._orm is None and s.identity_map.get("anything") is None and not s.new
+        s.add(EventRow(at=moment, actor="orm", kind="k", message="2", data={}))
+        assert s._orm is not None and len(s.new) == 1
+        # Core reads after ORM work see it once flushed (the repository's reads flush first)
+        s.flush()
+        count = s.connection().execute(text("SELECT count(*) FROM events")).scalar()
+        assert count == 2
+        added = s.scalars(select(EventRow).where(EventRow.actor == "orm")).one()
+    assert added.message == "2" and added.at == moment  # detached, values kept
+    with pytest.raises(RuntimeError, match="boom"), db.session() as s:
+        s.connection().execute(insert, {"at": moment, "actor": "core", "kind": "k",
+                                        "message": "3", "data": {}})
+        s.add(EventRow(at=moment, actor="orm", kind="k", message="4", data={}))
+        s.flush()
+        raise RuntimeError("boom")
+    with db.session(write=False) as s:
+        assert sorted(s.scalars(select(EventRow.message))) == ["1", "2"]  # 3 and 4 rolled back
+        assert s._orm is not None  # s.scalars made one
+    with db.session() as s:  # ORM objects added and not flushed are flushed at commit
+        s.add(EventRow(at=moment, actor="orm", kind="k", message="5", data={}))
+    with db.session(write=False) as s:
+        assert "5" in set(s.scalars(select(EventRow.message)))
 
 
 NESTED = {
