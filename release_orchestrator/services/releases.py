@@ -13,7 +13,7 @@ from ..errors import InvalidRequest, ReleaseFailed, StateLockError
 from ..policy.admission import Code, Reason, conflicts, decide
 from ..storage import convert
 from ..storage.repository import Repository
-from ..storage.tables import ReleaseRow
+from ..storage.records import InsertedRelease
 from .context import Context
 from .dispatch import Dispatch, decide_and_mark, evaluate, send
 from .explain import explain, holds_of
@@ -84,7 +84,7 @@ def submit(ctx: Context, req: ReleaseRequest) -> Release:
     locks = lock_infos(ctx, env_key(req.project, req.environment))
     recorded: tuple[str, str] | None = None
     release: Release | None = None
-    started_row: ReleaseRow | None = None
+    started_row: InsertedRelease | None = None
     started = False
     with ctx.db.session() as s:
         repo = Repository(s)
@@ -194,7 +194,7 @@ def submit(ctx: Context, req: ReleaseRequest) -> Release:
                 recorded = (project.name, env.name)
                 if queued_serial:
                     # the row as inserted (not read back: the transaction wrote every column)
-                    row = ReleaseRow(id=release_id, **values)
+                    row = InsertedRelease(id=release_id, **values)
                     if started:
                         # one at a time: a release that starts is alone at the head of the
                         # queue; its domain object is built after publishing

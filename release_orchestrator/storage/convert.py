@@ -25,7 +25,7 @@ from ..domain import (
     Trigger,
 )
 from ..domain.names import resource_key
-from .records import ResourceRecord, StateRecord
+from .records import InsertedRelease, ResourceRecord, StateRecord
 from .tables import (
     EnvironmentRow,
     EventRow,
@@ -88,7 +88,7 @@ def step_of(row: StepRow) -> Step:
 
 
 def release_of(
-    row: ReleaseRow,
+    row: ReleaseRow | InsertedRelease,
     project: str,
     environment: str,
     *,

@@ -164,3 +164,35 @@ class Named:
 
     id: int
     name: str
+
+
+@dataclass(slots=True)
+class InsertedRelease:
+    """A release as its INSERT wrote it, for the domain object ``submit`` returns (no ORM
+    object built for it); the columns the INSERT did not write are None."""
+
+    id: int
+    environment_id: int
+    type: str
+    status: str
+    queue_seq: int | None
+    refresh: bool
+    force: bool
+    allow_destroy: bool
+    no_rollback: bool
+    comment: str | None
+    triggered_by: str
+    trigger: str
+    targets: list[Any]
+    extra_args: list[Any]
+    extra_vars: dict[str, Any]
+    created_at: datetime
+    finished_at: datetime | None
+    error: str | None
+    dispatch_count: int = 0
+    claim_key: str | None = None
+    dispatched_at: datetime | None = None
+    started_at: datetime | None = None
+    skip_reason: str | None = None
+    worker: str | None = None
+    fencing_token: int | None = None

@@ -43,6 +43,7 @@ from .prepared import PREPARED
 from .records import (
     EnvironmentRecord,
     EnvironmentView,
+    InsertedRelease,
     Named,
     NamedRecord,
     ProjectView,
@@ -682,7 +683,7 @@ class Repository:
         return row
 
     def release_of_row(
-        self, row: ReleaseRow, project: str, environment: str, position: int | None = None
+        self, row: ReleaseRow | InsertedRelease, project: str, environment: str, position: int | None = None
     ) -> Release:
         """The domain release of a loaded row; its queue position is counted unless given."""
         if position is None:
@@ -704,7 +705,7 @@ class Repository:
             )
         )
 
-    def queue_position(self, row: ReleaseRow) -> int | None:
+    def queue_position(self, row: ReleaseRow | InsertedRelease) -> int | None:
         if row.status != ReleaseStatus.QUEUED or row.queue_seq is None:
             return None
         params = {"env_id": row.environment_id, "seq": row.queue_seq}
