@@ -118,7 +118,17 @@ class RedisLockStore:
 
     def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         script = self._scripts[name]
-        return self._call(name, lambda: script(keys=keys, args=args))
+        return self._call(name, lambda: self._evalsha(script, keys, args))
+
+    def _evalsha(self, script: Script, keys: list[str], args: list[Any]) -> Any:
+        """``script(keys=keys, args=args)`` without its wrappers (three lock scripts run per
+        release): ``EVALSHA``, and on ``NOSCRIPT`` (a restarted or flushed Redis) the
+        script is loaded again, as ``Script.__call__`` does."""
+        try:
+            return self._client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            script.sha = self._client.script_load(script.script)
+            return self._client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
 
     def acquire(self, request: LockRequest) -> Lease:
         """See ``LockStore.acquire``: all or nothing, one ``EVALSHA``."""
