@@ -12,8 +12,8 @@ from ..domain.names import env_key
 from ..errors import InvalidRequest, ReleaseFailed, StateLockError
 from ..policy.admission import Code, Reason, conflicts, decide
 from ..storage import convert
-from ..storage.repository import Repository
 from ..storage.records import InsertedRelease
+from ..storage.repository import Repository
 from .context import Context
 from .dispatch import Dispatch, decide_and_mark, evaluate, send
 from .explain import explain, holds_of

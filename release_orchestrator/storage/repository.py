@@ -683,7 +683,11 @@ class Repository:
         return row
 
     def release_of_row(
-        self, row: ReleaseRow | InsertedRelease, project: str, environment: str, position: int | None = None
+        self,
+        row: ReleaseRow | InsertedRelease,
+        project: str,
+        environment: str,
+        position: int | None = None,
     ) -> Release:
         """The domain release of a loaded row; its queue position is counted unless given."""
         if position is None:
