@@ -9,8 +9,10 @@ time from the first ``submit`` call to the last ``finished_at``.
 
 Baseline, interleaved in each repetition: raw Celery empty tasks (results ignored) published
 by one client to a raw worker with the same settings, until the queue is drained; stock Celery
-and kombu (the target's baseline) and, for information, the same raw stack with the kombu
-Redis client reuse that relo's processes turn on (``reuse_kombu_redis_clients``).
+and kombu on one queue (the target's baseline) and, for information, the same raw stack with
+the kombu Redis client reuse that relo's processes turn on (``reuse_kombu_redis_clients``),
+and the stock raw stack with its tasks spread round-robin over as many queues as relo has
+environments, one worker consuming them all (what the queue count alone costs Celery).
 """
 
 from __future__ import annotations
@@ -136,14 +138,19 @@ def run(redis_url: str = DEFAULT_REDIS, repeat: int = 5, *, environments: int = 
             rig = RawRig(procs, redis_url, raw_queues(1), name="raw-throughput")
             rig_reuse = RawRig(procs, redis_url, [f"{raw_queues(1)[0]}.reuse"],
                                name="raw-throughput-reuse", reuse=True)
+            # information: the raw stack on as many queues as relo's environments (the
+            # worker's BRPOP then names every one of them, as relo's does)
+            rig_many = RawRig(procs, redis_url, raw_queues(environments),
+                              name="raw-throughput-many")
             # warm up: every environment twice, so that the client and both pool processes
             # have declared every queue (kombu declares a queue once per connection; in a
             # long-running deployment that cost is long gone)
             relo_throughput(client, project, names, 2 * len(names))
-            raw, relo, reuse = [], [], []
+            raw, relo, reuse, many = [], [], [], []
             raw_cpu: list[dict[str, float]] = []
             relo_cpu: list[dict[str, float]] = []
             reuse_cpu: list[dict[str, float]] = []
+            many_cpu: list[dict[str, float]] = []
             for _ in range(repeat):
                 with CpuSplit(rig.proc.pid, tasks) as split:
                     raw.append(rig.throughput(tasks))
@@ -156,8 +163,13 @@ def run(redis_url: str = DEFAULT_REDIS, repeat: int = 5, *, environments: int = 
                 with CpuSplit(rig_reuse.proc.pid, tasks) as split:
                     reuse.append(rig_reuse.throughput(tasks))
                 reuse_cpu.append(split.per_item)
+                time.sleep(0.2)
+                with CpuSplit(rig_many.proc.pid, tasks) as split:
+                    many.append(rig_many.throughput(tasks))
+                many_cpu.append(split.per_item)
             rig.close()
             rig_reuse.close()
+            rig_many.close()
         finally:
             procs.stop_all()
             client.ctx.db.dispose()
@@ -171,7 +183,10 @@ def run(redis_url: str = DEFAULT_REDIS, repeat: int = 5, *, environments: int = 
     info = rate_row("raw Celery empty tasks/s, 1 queue, with relo's kombu client reuse "
                     "(information)", reuse, items=tasks, cpu_ms=_median_split(reuse_cpu))
     info["ratio_note"] = f"relo = {row['per_s'] / info['per_s']:.2f}x of this"
-    return [base, row, info]
+    spread = rate_row(f"raw Celery empty tasks/s, {environments} queues, one worker on all "
+                      "(information)", many, items=tasks, cpu_ms=_median_split(many_cpu))
+    spread["ratio_note"] = f"relo = {row['per_s'] / spread['per_s']:.2f}x of this"
+    return [base, row, info, spread]
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:

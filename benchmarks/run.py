@@ -116,6 +116,11 @@ def _targets(results: dict[str, list[dict[str, Any]]]) -> list[tuple[str, str, s
             out.append(("(information) throughput vs raw Celery with relo's kombu client reuse",
                         f"{relo['per_s']:,.1f}/s", f"{info['per_s']:,.1f}/s",
                         f"{relo['per_s'] / info['per_s']:.2f}x", "-"))
+        if len(rows) > 3:  # the raw stack on as many queues as environments: information
+            spread = rows[3]
+            out.append(("(information) throughput vs raw Celery on 100 queues",
+                        f"{relo['per_s']:,.1f}/s", f"{spread['per_s']:,.1f}/s",
+                        f"{relo['per_s'] / spread['per_s']:.2f}x", "-"))
     if rows := results.get("locks"):
         by = {(x["resources"], x["impl"]): x for x in rows}
         if (100, "relo") in by:
