@@ -12,7 +12,8 @@ its own type processors convert the parameters in and the column values out; onl
 Only what needs nothing more from SQLAlchemy's execution context takes this path: SQLite's
 positional parameter style, no Python-side column defaults to compute (``insert_prefetch``,
 ``update_prefetch``), no expanding (``IN``) or literal-execute parameters, no callable bound
-values, and result columns that match the cursor's. Anything else, and every statement on
+values, and result columns known from the statement (a cursor that returns others raises).
+Anything else, and every statement on
 PostgreSQL (where the server round trip dwarfs the client's bookkeeping), runs through
 ``Connection.execute`` unchanged. DBAPI errors are raised as SQLAlchemy's exceptions
 (``DBAPIError.instance``), as ``Connection.execute`` raises them.
@@ -48,6 +49,7 @@ class _Plan:
     __slots__ = (
         "binds",
         "defaults",
+        "inserts",
         "names",
         "required",
         "results",
@@ -72,6 +74,7 @@ class _Plan:
             binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in self.names
         )
         self.returns_rows = _returns_rows(statement, compiled)
+        self.inserts = bool(compiled.isinsert)  # the cursor's lastrowid is this row's
         columns = list(statement.exported_columns) if self.returns_rows else []
         self.width = len(columns)
         self.results = _processors(
@@ -216,7 +219,7 @@ class Prepared:
         try:
             cursor.execute(plan.sql, values)
             rows = plan.rows(cursor.fetchall()) if plan.returns_rows else []
-            return Result(rows, cursor.rowcount, cursor.lastrowid)
+            return Result(rows, cursor.rowcount, cursor.lastrowid if plan.inserts else None)
         except dialect.loaded_dbapi.Error as exc:
             raise DBAPIError.instance(
                 plan.sql, values, exc, dialect.loaded_dbapi.Error, dialect=dialect

@@ -152,6 +152,7 @@ def test_writes_store_what_connection_execute_stores(conn: Connection) -> None:
                   conn.execute(BUMP_RETURNING, {"w_id": 2, "w_max": 10}))
     assert _typed(_rows(fast)) == _typed([tuple(r) for r in slow])
     assert prepared.execute(conn, BUMP, {"w_id": 1, "w_max": 0}).rowcount == 0  # fenced out
+    assert prepared.execute(conn, BUMP, {"w_id": 1, "w_max": 0}).inserted_primary_key is None
     assert prepared.execute(conn, BUMP, {"w_id": 1, "w_max": 1}).rowcount == 1
     assert conn.execute(BUMP, {"w_id": 2, "w_max": 1}).rowcount == 1
     # the SET clause follows the parameters' keys, one plan per set of keys
