@@ -21,7 +21,7 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -146,46 +146,43 @@ def run(redis_url: str = DEFAULT_REDIS, repeat: int = 5, *, environments: int = 
             # have declared every queue (kombu declares a queue once per connection; in a
             # long-running deployment that cost is long gone)
             relo_throughput(client, project, names, 2 * len(names))
-            raw, relo, reuse, many = [], [], [], []
-            raw_cpu: list[dict[str, float]] = []
-            relo_cpu: list[dict[str, float]] = []
-            reuse_cpu: list[dict[str, float]] = []
-            many_cpu: list[dict[str, float]] = []
+            # interleaved in each repetition, so that all see the same machine load:
+            # name -> (worker pid, items per run, one run)
+            subjects: dict[str, tuple[int, int, Callable[[], float]]] = {
+                "raw": (rig.proc.pid, tasks, lambda: rig.throughput(tasks)),
+                "relo": (relo_worker.pid, releases,
+                         lambda: relo_throughput(client, project, names, releases)),
+                "reuse": (rig_reuse.proc.pid, tasks, lambda: rig_reuse.throughput(tasks)),
+                "many": (rig_many.proc.pid, tasks, lambda: rig_many.throughput(tasks)),
+            }
+            rates: dict[str, list[float]] = {k: [] for k in subjects}
+            cpus: dict[str, list[dict[str, float]]] = {k: [] for k in subjects}
             for _ in range(repeat):
-                with CpuSplit(rig.proc.pid, tasks) as split:
-                    raw.append(rig.throughput(tasks))
-                raw_cpu.append(split.per_item)
-                time.sleep(0.2)
-                with CpuSplit(relo_worker.pid, releases) as split:
-                    relo.append(relo_throughput(client, project, names, releases))
-                relo_cpu.append(split.per_item)
-                time.sleep(0.2)
-                with CpuSplit(rig_reuse.proc.pid, tasks) as split:
-                    reuse.append(rig_reuse.throughput(tasks))
-                reuse_cpu.append(split.per_item)
-                time.sleep(0.2)
-                with CpuSplit(rig_many.proc.pid, tasks) as split:
-                    many.append(rig_many.throughput(tasks))
-                many_cpu.append(split.per_item)
+                for key, (pid, items, one_run) in subjects.items():
+                    with CpuSplit(pid, items) as split:
+                        rates[key].append(one_run())
+                    cpus[key].append(split.per_item)
+                    time.sleep(0.2)
             rig.close()
             rig_reuse.close()
             rig_many.close()
         finally:
             procs.stop_all()
             client.ctx.db.dispose()
-    base = rate_row("raw Celery empty tasks/s, 1 queue (baseline)", raw, items=tasks,
-                    cpu_ms=_median_split(raw_cpu))
-    row = rate_row(f"relo releases/s end to end, {environments} environments", relo,
-                   items=releases, cpu_ms=_median_split(relo_cpu))
+    def measured(key: str, name: str, items: int) -> dict[str, Any]:
+        return rate_row(name, rates[key], items=items, cpu_ms=_median_split(cpus[key]))
+
+    base = measured("raw", "raw Celery empty tasks/s, 1 queue (baseline)", tasks)
+    row = measured("relo", f"relo releases/s end to end, {environments} environments", releases)
     row["ratio"] = row["per_s"] / base["per_s"]
     row["target"] = "≥ 0.50x"
     row["met"] = row["ratio"] >= 0.5
-    info = rate_row("raw Celery empty tasks/s, 1 queue, with relo's kombu client reuse "
-                    "(information)", reuse, items=tasks, cpu_ms=_median_split(reuse_cpu))
-    info["ratio_note"] = f"relo = {row['per_s'] / info['per_s']:.2f}x of this"
-    spread = rate_row(f"raw Celery empty tasks/s, {environments} queues, one worker on all "
-                      "(information)", many, items=tasks, cpu_ms=_median_split(many_cpu))
-    spread["ratio_note"] = f"relo = {row['per_s'] / spread['per_s']:.2f}x of this"
+    info = measured("reuse", "raw Celery empty tasks/s, 1 queue, with relo's kombu client "
+                    "reuse (information)", tasks)
+    spread = measured("many", f"raw Celery empty tasks/s, {environments} queues, one worker "
+                      "on all (information)", tasks)
+    for other in (info, spread):
+        other["ratio_note"] = f"relo = {row['per_s'] / other['per_s']:.2f}x of this"
     return [base, row, info, spread]
 
 

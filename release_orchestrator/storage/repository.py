@@ -301,14 +301,13 @@ _WAITING_BY_IDS = select(*_WAITING_COLUMNS).where(
     _RELEASES.c.id.in_(bindparam("ids", expanding=True))
 )
 _RESOURCES_T = cast(Table, ResourceRow.__table__)
-_RESOURCES = (
-    select(_RESOURCES_T)
-    .where(
-        _RESOURCES_T.c.project_id == bindparam("project_id"),
-        _RESOURCES_T.c.removed.is_(False),
-    )
-    .order_by(_RESOURCES_T.c.ordinal, _RESOURCES_T.c.id)
+# a project's resources (not removed), in declaration order
+_PROJECT_RESOURCES = (
+    _RESOURCES_T.c.project_id == bindparam("project_id"),
+    _RESOURCES_T.c.removed.is_(False),
 )
+_RESOURCE_ORDER = (_RESOURCES_T.c.ordinal, _RESOURCES_T.c.id)
+_RESOURCES = select(_RESOURCES_T).where(*_PROJECT_RESOURCES).order_by(*_RESOURCE_ORDER)
 # a project's resources with their state in one environment (None columns: no state yet)
 _RESOURCES_WITH_STATES = (
     select(
@@ -326,11 +325,8 @@ _RESOURCES_WITH_STATES = (
             & (_STATES.c.environment_id == bindparam("env_id")),
         )
     )
-    .where(
-        _RESOURCES_T.c.project_id == bindparam("project_id"),
-        _RESOURCES_T.c.removed.is_(False),
-    )
-    .order_by(_RESOURCES_T.c.ordinal, _RESOURCES_T.c.id)
+    .where(*_PROJECT_RESOURCES)
+    .order_by(*_RESOURCE_ORDER)
 )
 _STATES_OF_ENV = select(_STATES).where(_STATES.c.environment_id == bindparam("env_id"))
 _QUEUE_AHEAD = (
