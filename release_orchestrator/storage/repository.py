@@ -68,6 +68,18 @@ from .tables import (
 
 ACTIVE = (ReleaseStatus.PENDING_APPROVAL, ReleaseStatus.QUEUED, ReleaseStatus.RUNNING)
 
+
+def _is(status: ReleaseStatus) -> Any:
+    """A release status in a statement as a literal, not a bound parameter.
+
+    The partial indexes on ``releases`` (ix_releases_waiting_claims, ix_releases_dispatched)
+    are conditional on the status: when a bound value decides whether one applies, SQLite
+    marks the statement to be compiled again whenever that parameter is bound, that is on
+    every execution (a compound statement of the dispatcher cost more to compile than to
+    run). A literal is part of the cached statement's text.
+    """
+    return literal_column(f"'{ReleaseStatus(status).value}'")
+
 # Statements of the dispatch hot path, built once (building a select costs as much as running
 # it on SQLite).
 _HAS_WINDOWS = (
@@ -137,14 +149,14 @@ _SET_STATUS_FROM = update(_RELEASES).where(
 )
 _FENCED_UPDATE = update(_RELEASES).where(
     _RELEASES.c.id == bindparam("w_id"),
-    _RELEASES.c.status == ReleaseStatus.RUNNING,
+    _RELEASES.c.status == _is(ReleaseStatus.RUNNING),
     _RELEASES.c.fencing_token == bindparam("w_token"),
 )
 _FENCE_CHECK = (
     select(_RELEASES.c.id)
     .where(
         _RELEASES.c.id == bindparam("w_id"),
-        _RELEASES.c.status == ReleaseStatus.RUNNING,
+        _RELEASES.c.status == _is(ReleaseStatus.RUNNING),
         _RELEASES.c.fencing_token == bindparam("w_token"),
     )
     .with_for_update(read=True)
@@ -192,14 +204,14 @@ _HAS_WAITING = (
     select(ReleaseRow.id)
     .where(
         ReleaseRow.environment_id == bindparam("env_id"),
-        ReleaseRow.status == ReleaseStatus.QUEUED,
+        ReleaseRow.status == _is(ReleaseStatus.QUEUED),
         ReleaseRow.dispatched_at.is_(None),
     )
     .limit(1)
 )
 _RUNNING = select(ReleaseRow).where(
     ReleaseRow.environment_id == bindparam("env_id"),
-    ReleaseRow.status == ReleaseStatus.RUNNING,
+    ReleaseRow.status == _is(ReleaseStatus.RUNNING),
 )
 # the condition is literal so that the partial index ix_releases_dispatched applies
 _DISPATCHED = select(ReleaseRow).where(
@@ -214,7 +226,7 @@ _CLAIM_COLUMNS = (ReleaseRow.id, ReleaseRow.type, ReleaseRow.targets)
 _RUNNING_OR_DISPATCHED_CLAIMS = union_all(
     select(*_CLAIM_COLUMNS).where(
         ReleaseRow.environment_id == bindparam("env_id"),
-        ReleaseRow.status == ReleaseStatus.RUNNING,
+        ReleaseRow.status == _is(ReleaseStatus.RUNNING),
     ),
     select(*_CLAIM_COLUMNS).where(
         ReleaseRow.environment_id == bindparam("env_id"), text(DISPATCHED_SQL)
@@ -278,7 +290,7 @@ _WAITING = (
     select(*_WAITING_COLUMNS)
     .where(
         _RELEASES.c.environment_id == bindparam("env_id"),
-        _RELEASES.c.status == ReleaseStatus.QUEUED,
+        _RELEASES.c.status == _is(ReleaseStatus.QUEUED),
         _RELEASES.c.dispatched_at.is_(None),
     )
     .order_by(_RELEASES.c.queue_seq)
@@ -290,7 +302,7 @@ _HEAD = _WAITING_HEAD.subquery()
 _RUNNING_AND_HEAD = union_all(
     select(*_WAITING_COLUMNS, literal_column("0").label("head")).where(
         _RELEASES.c.environment_id == bindparam("env_id"),
-        _RELEASES.c.status == ReleaseStatus.RUNNING,
+        _RELEASES.c.status == _is(ReleaseStatus.RUNNING),
     ),
     select(*_WAITING_COLUMNS, literal_column("0").label("head")).where(
         _RELEASES.c.environment_id == bindparam("env_id"), text(DISPATCHED_SQL)
@@ -334,7 +346,7 @@ _QUEUE_AHEAD = (
     .select_from(_RELEASES)
     .where(
         _RELEASES.c.environment_id == bindparam("env_id"),
-        _RELEASES.c.status == ReleaseStatus.QUEUED,
+        _RELEASES.c.status == _is(ReleaseStatus.QUEUED),
         _RELEASES.c.queue_seq < bindparam("seq"),
     )
 )

@@ -664,6 +664,55 @@ def test_the_prepared_statements_write_and_read_what_sqlalchemy_does(
     assert expected[1][1] == "succeeded" and expected[4][1] == "cancelled"
 
 
+
+def test_the_hot_path_statements_are_compiled_once_on_sqlite(clients: Clients) -> None:
+    """SQLite compiles a cached statement again on every execution when a bound value decides
+    whether a partial index applies (``releases.status`` against ix_releases_dispatched and
+    ix_releases_waiting_claims): the dispatcher's statements compare it with literals. The
+    authorizer runs only while SQLite compiles, so it counts the compilations per executed
+    statement (COMMIT is compiled by Python's sqlite3 module on each commit)."""
+    import sqlite3
+
+    from sqlalchemy import event
+
+    c = clients()
+    if not c.ctx.db.is_sqlite:
+        pytest.skip("a SQLite statement cache property")
+    c.apply_blueprint_text(BLUEPRINT)
+    compiled = [0]
+    recompiled: list[str] = []
+    executed: list[str] = []
+
+    def authorizer(*_: Any) -> int:
+        compiled[0] += 1
+        return sqlite3.SQLITE_OK
+
+    def traced(sql: str) -> None:
+        executed.append(sql)
+        if compiled[0] and armed:
+            recompiled.append(sql.split("\n")[0][:120])
+        compiled[0] = 0
+
+    def watch(dbapi: Any, _record: Any) -> None:
+        dbapi.set_authorizer(authorizer)
+        dbapi.set_trace_callback(traced)
+
+    for engine_ in (c.ctx.db._write, c.ctx.db._read):
+        event.listen(engine_, "connect", watch)
+        engine_.dispose()
+    armed = False
+    for _ in range(2):  # every statement into each connection's cache
+        c.submit("shop", "prod", "selective", targets=["service/catalog"])
+        c.submit("shop", "prod", "selective", targets=["service/catalog"])
+        run_worker(c)
+    armed, executed[:] = True, []
+    for _ in range(3):
+        c.submit("shop", "prod", "selective", targets=["service/catalog"])
+        c.submit("shop", "prod", "selective", targets=["service/catalog"])
+        run_worker(c)
+    assert len(executed) > 50
+    assert [sql for sql in recompiled if sql != "COMMIT"] == []
+
 # -- locks read before the transaction ------------------------------------------------------
 def _lock_of(release_id: int, scope: str = "environment", resource: str | None = None) -> Any:
     from release_orchestrator.policy.admission import LockInfo
