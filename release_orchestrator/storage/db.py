@@ -8,10 +8,12 @@ UPDATE`` on the environment row (see :meth:`Repository.lock_environment`).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -123,6 +125,52 @@ class _NoObjects:
 _NO_OBJECTS = _NoObjects()
 
 
+class _Held:
+    """One thread's connection to one SQLite engine, kept open between its transactions.
+
+    A pool checkout per transaction (a new ``Connection``, checkout and checkin events, the
+    reset on return) costs more than the BEGIN and COMMIT it wraps, three times per release.
+    The connection goes back to its pool when the thread ends (this object is then
+    collected), when :meth:`Database.dispose` moves to a new generation, or after an error
+    that left it unusable.
+    """
+
+    __slots__ = ("__weakref__", "busy", "conn", "generation", "pid")
+
+    def __init__(self, conn: Connection, generation: int) -> None:
+        self.conn = conn
+        self.generation = generation
+        self.pid = os.getpid()
+        self.busy = False
+        _ALL_HELD.add(self)
+
+    def close(self) -> None:
+        if self.pid == os.getpid():  # never a parent process's connection (after a fork)
+            with contextlib.suppress(Exception):  # a broken connection: nothing to return
+                self.conn.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+#: Every held connection of this process (weakly): see :func:`_keep_across_fork`.
+_ALL_HELD: weakref.WeakSet[_Held] = weakref.WeakSet()
+#: A forked child's references to its parent's held connections: never used, closed or
+#: collected there (collecting one would return the parent's SQLite connection to a pool).
+_INHERITED: list[_Held] = []
+
+
+def _keep_across_fork() -> None:
+    _INHERITED[:] = list(_ALL_HELD)
+
+
+def _after_fork_in_parent() -> None:
+    _INHERITED.clear()
+
+
+os.register_at_fork(before=_keep_across_fork, after_in_parent=_after_fork_in_parent)
+
+
 class Database:
     """One database: a write engine, a read engine (the same on PostgreSQL), sessions."""
 
@@ -137,6 +185,9 @@ class Database:
             self._read = self._write
         self._schema_ok = False
         self._schema_lock = threading.Lock()
+        #: This thread's held connections (SQLite; see :class:`_Held`), by engine.
+        self._local = threading.local() if self.dialect == "sqlite" else None
+        self._generation = 0
         path = sqlite_path(url)
         self._lock_path = f"{path}.write.lock" if path else None
 
@@ -145,7 +196,15 @@ class Database:
         return self.dialect == "sqlite"
 
     def dispose(self) -> None:
-        """Drop pooled connections (after a fork)."""
+        """Drop pooled connections (after a fork); held ones go back as their threads next
+        use them (this thread's at once)."""
+        self._generation += 1
+        if self._local is not None:
+            for slot in ("write", "read"):
+                held = getattr(self._local, slot, None)
+                if held is not None:
+                    setattr(self._local, slot, None)
+                    held.close()
         self._write.dispose()
         if self._read is not self._write:
             self._read.dispose()
@@ -158,9 +217,8 @@ class Database:
         its connection, and an ORM session joins the transaction when first needed.
         """
         self.ensure_schema()
-        engine = self._write if write else self._read
         try:
-            with self._writer_turn(write), engine.connect() as conn:
+            with self._writer_turn(write), self._connection(write) as conn:
                 tx = Transaction(conn)
                 with conn.begin():
                     try:
@@ -172,6 +230,33 @@ class Database:
             raise Unavailable(
                 f"database {redact_url(self.url)} is not answering: {exc.orig}"
             ) from exc
+
+    @contextmanager
+    def _connection(self, write: bool) -> Iterator[Connection]:
+        """A connection for one transaction: on SQLite this thread's held one (a transaction
+        nested in another of the same thread gets its own), elsewhere a pool checkout."""
+        engine = self._write if write else self._read
+        slot = "write" if write else "read"
+        held: _Held | None = getattr(self._local, slot, None) if self._local else None
+        if self._local is None or (held is not None and held.busy):
+            with engine.connect() as conn:
+                yield conn
+            return
+        if held is None or held.generation != self._generation or held.pid != os.getpid():
+            if held is not None:
+                held.close()
+            held = _Held(engine.connect(), self._generation)
+            setattr(self._local, slot, held)
+        held.busy = True
+        try:
+            yield held.conn
+        finally:
+            held.busy = False
+            conn = held.conn
+            if conn.invalidated or conn.closed or conn.in_transaction():
+                # not reusable (lost, or a rollback that failed): the next one is new
+                setattr(self._local, slot, None)
+                held.close()
 
     @contextmanager
     def _writer_turn(self, write: bool) -> Iterator[None]:

@@ -13,10 +13,13 @@ import them) and the schema, round-trip and blueprint contracts.
 
 from __future__ import annotations
 
+import gc
 import json
+import os
 import subprocess
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -28,7 +31,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import StatementError
+from sqlalchemy.exc import SQLAlchemyError, StatementError
 
 from release_orchestrator import Client, Settings
 from release_orchestrator.domain import ReleaseStatus, SyncStatus
@@ -394,6 +397,79 @@ def test_a_transaction_makes_an_orm_session_only_for_orm_work(clients: Clients) 
     with db.session(write=False) as s:
         assert "5" in set(s.scalars(select(EventRow.message)))
 
+
+
+def test_sqlite_transactions_reuse_their_threads_connection(clients: Clients) -> None:
+    """On SQLite a thread keeps one connection per engine between its transactions; it goes
+    back to the pool when the thread ends, after ``dispose`` and after an error that leaves
+    it unusable; a transaction nested in another of the same thread gets its own; elsewhere
+    every transaction checks one out of the pool."""
+    db = clients.database()
+    pool = db._write.pool
+    connections = []
+    for _ in range(3):
+        with db.session() as s:
+            connections.append(s.connection().connection.driver_connection)
+    if not db.is_sqlite:
+        assert pool.checkedout() == 0  # type: ignore[attr-defined]
+        return
+    assert connections[0] is connections[1] is connections[2]
+    assert pool.checkedout() == 1  # type: ignore[attr-defined]
+    with db.session(write=False) as outer, db.session(write=False) as inner:
+        assert outer.connection() is not inner.connection()
+    seen: list[Any] = []
+
+    def in_a_thread() -> None:
+        with db.session() as s:
+            seen.append(s.connection().connection.driver_connection)
+
+    worker = threading.Thread(target=in_a_thread)
+    worker.start()
+    worker.join()
+    assert seen and seen[0] is not connections[0]
+    gc.collect()  # the thread's state is gone: its connection was returned
+    assert pool.checkedout() == 1  # type: ignore[attr-defined]
+    with pytest.raises(RuntimeError), db.session() as s:
+        s.connection().execute(text("SELECT 1"))
+        raise RuntimeError("rolled back, still usable")
+    with pytest.raises(SQLAlchemyError), db.session() as s:  # the connection is lost
+        assert s.connection().connection.driver_connection is connections[0]
+        s.connection().invalidate()
+    with db.session() as s:
+        replaced = s.connection().connection.driver_connection
+    assert replaced is not connections[0]
+    db.dispose()
+    with db.session() as s:
+        assert s.connection().connection.driver_connection is not replaced
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_never_touches_its_parents_sqlite_connection(clients: Clients) -> None:
+    """A prefork worker child inherits the parent's held connection: it disposes, uses its
+    own, and neither closes nor returns the parent's (which keeps working)."""
+    db = clients.database()
+    if not db.is_sqlite:
+        pytest.skip("held connections are SQLite's")
+    with db.session() as s:
+        parents = s.connection().connection.driver_connection
+    with warnings.catch_warnings():  # Python 3.12+ warns about forking with threads
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: exit without pytest's teardown
+        code = 1
+        try:
+            db.dispose()
+            with db.session() as s:
+                child = s.connection().connection.driver_connection
+                s.connection().execute(text("SELECT count(*) FROM events")).scalar()
+            code = 0 if child is not parents else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    with db.session() as s:
+        assert s.connection().connection.driver_connection is parents
+        assert s.connection().execute(text("SELECT 1")).scalar() == 1
 
 NESTED = {
     "image": "payments:1.0",

@@ -699,7 +699,7 @@ def test_the_hot_path_statements_are_compiled_once_on_sqlite(clients: Clients) -
 
     for engine_ in (c.ctx.db._write, c.ctx.db._read):
         event.listen(engine_, "connect", watch)
-        engine_.dispose()
+    c.ctx.db.dispose()  # new connections from here on
     armed = False
     for _ in range(2):  # every statement into each connection's cache
         c.submit("shop", "prod", "selective", targets=["service/catalog"])
