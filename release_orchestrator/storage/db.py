@@ -2,8 +2,9 @@
 
 SQLite (the default) runs in WAL mode with a busy timeout; write transactions start with
 ``BEGIN IMMEDIATE`` so that two writers queue on the database lock instead of failing when
-a read transaction upgrades. PostgreSQL serializes per environment with ``SELECT … FOR
-UPDATE`` on the environment row (see :meth:`Repository.lock_environment`).
+a read transaction upgrades, and each thread keeps its connections between transactions.
+PostgreSQL serializes per environment with ``SELECT … FOR UPDATE`` on the environment row
+(see :meth:`Repository.lock_environment`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ HEAD_REVISION = "0003"
 
 
 def _sqlite_engine(url: str, immediate: bool) -> Engine:
-    engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+    # no cap on connections: every thread keeps its own between transactions (_Held), and a
+    # web server's thread pool has more threads than the default pool size and overflow
+    engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False},
+                           pool_size=5, max_overflow=-1)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -142,7 +146,8 @@ class _Held:
         self.generation = generation
         self.pid = os.getpid()
         self.busy = False
-        _ALL_HELD.add(self)
+        with _HELD_LOCK:
+            _ALL_HELD.add(self)
 
     def close(self) -> None:
         if self.pid == os.getpid():  # never a parent process's connection (after a fork)
@@ -155,13 +160,15 @@ class _Held:
 
 #: Every held connection of this process (weakly): see :func:`_keep_across_fork`.
 _ALL_HELD: weakref.WeakSet[_Held] = weakref.WeakSet()
+_HELD_LOCK = threading.Lock()
 #: A forked child's references to its parent's held connections: never used, closed or
 #: collected there (collecting one would return the parent's SQLite connection to a pool).
 _INHERITED: list[_Held] = []
 
 
 def _keep_across_fork() -> None:
-    _INHERITED[:] = list(_ALL_HELD)
+    with _HELD_LOCK:
+        _INHERITED[:] = list(_ALL_HELD)
 
 
 def _after_fork_in_parent() -> None:

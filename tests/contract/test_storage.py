@@ -441,6 +441,24 @@ def test_sqlite_transactions_reuse_their_threads_connection(clients: Clients) ->
     db.dispose()
     with db.session() as s:
         assert s.connection().connection.driver_connection is not replaced
+    # more threads than the default pool size and overflow (15), alive at once, each keeping
+    # its connection (a web server's thread pool): none waits for a free one
+    alive = threading.Barrier(21)
+    done: list[int] = []
+
+    def keeps_one(i: int) -> None:
+        with db.session(write=False) as s:
+            s.connection().execute(text("SELECT 1"))
+        done.append(i)
+        alive.wait(timeout=20)
+
+    threads = [threading.Thread(target=keeps_one, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    alive.wait(timeout=20)
+    for t in threads:
+        t.join()
+    assert sorted(done) == list(range(20))
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
