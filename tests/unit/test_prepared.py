@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -198,3 +200,31 @@ def test_plans_are_bounded(conn: Connection) -> None:
     assert prepared.plan(built_per_call, conn.dialect, ("status",)) is None  # not kept
     assert prepared.execute(conn, built_per_call, {"status": "open"}).all() == []
     assert len(prepared.plans(conn.dialect)) == 2
+
+
+@given(moment=st.datetimes(timezones=st.timezones(),
+                           min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)))
+@settings(max_examples=300, deadline=None)
+def test_utc_datetimes_on_sqlite_are_the_text_sqlalchemy_writes_and_reads(
+    moment: datetime,
+) -> None:
+    """UTCDateTime's own SQLite processors (isoformat/fromisoformat) store the text
+    SQLAlchemy's SQLite DATETIME stores, and read it (and SQLAlchemy's other forms) back to
+    the same instant, aware in UTC."""
+    from sqlalchemy.dialects import sqlite
+    from sqlalchemy.dialects.sqlite import DATETIME
+
+    from release_orchestrator.storage.tables import UTCDateTime
+
+    dialect = sqlite.dialect()
+    write = UTCDateTime().bind_processor(dialect)
+    read = UTCDateTime().result_processor(dialect, None)
+    theirs = DATETIME().bind_processor(dialect)
+    utc = moment.astimezone(timezone.utc)
+    stored = write(moment)
+    assert stored == theirs(utc.replace(tzinfo=None))
+    assert read(stored) == utc and read(stored).tzinfo is timezone.utc
+    assert read(stored[:19]) == utc.replace(microsecond=0)  # no fraction (CURRENT_TIMESTAMP)
+    assert read(None) is None and write(None) is None
+    with pytest.raises(ValueError, match="naive"):
+        write(moment.replace(tzinfo=None))
