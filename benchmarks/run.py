@@ -13,7 +13,7 @@ vs raw Celery empty tasks), ``locks`` (1/10/100 resources vs per-key redis-py lo
 Redis database given by ``--redis`` (flushed first: use one nothing else uses) and on
 temporary SQLite files, or on ``--database-url`` (e.g. PostgreSQL). Every figure is the
 median over ``--repeat`` repetitions; ratios are against the baseline measured in the same
-run. A full run takes about 3–5 minutes on 2 cores.
+run. A full run takes about 3 to 5 minutes on 2 cores.
 """
 
 from __future__ import annotations
