@@ -177,6 +177,11 @@ def run(redis_url: str = DEFAULT_REDIS, repeat: int = 5, *, environments: int = 
     row["ratio"] = row["per_s"] / base["per_s"]
     row["target"] = "≥ 0.50x"
     row["met"] = row["ratio"] >= 0.5
+    # information: each repetition's relo figure against the raw run just before it (the
+    # same moment of the machine's load), their median and range
+    paired = [r / b for r, b in zip(rates["relo"], rates["raw"], strict=True)]
+    row["paired_ratios"] = [round(x, 3) for x in paired]
+    row["paired_median"] = median(paired)
     info = measured("reuse", "raw Celery empty tasks/s, 1 queue, with relo's kombu client "
                     "reuse (information)", tasks)
     spread = measured("many", f"raw Celery empty tasks/s, {environments} queues, one worker "
@@ -192,6 +197,9 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
              "|---|---:|---:|---:|---|---:|"]
     for r in rows:
         ratio = fmt_ratio(r["ratio"]) if "ratio" in r else r.get("ratio_note", "")
+        if "paired_median" in r:
+            ratio += (f" (per repetition: median {r['paired_median']:.2f}x, "
+                      f"{min(r['paired_ratios']):.2f}-{max(r['paired_ratios']):.2f}x)")
         target = f"{r['target']}: {'met' if r['met'] else 'MISSED'}" if "target" in r else ""
         cpu = r.get("cpu_ms") or {}
         split = " / ".join(f"{cpu[k]:.2f}" for k in ("client", "worker main", "worker pool")
