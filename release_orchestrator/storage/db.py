@@ -207,11 +207,8 @@ class Database:
         use them (this thread's at once)."""
         self._generation += 1
         if self._local is not None:
-            for slot in ("write", "read"):
-                held = getattr(self._local, slot, None)
-                if held is not None:
-                    setattr(self._local, slot, None)
-                    held.close()
+            self._drop("write")
+            self._drop("read")
         self._write.dispose()
         if self._read is not self._write:
             self._read.dispose()
@@ -250,8 +247,7 @@ class Database:
                 yield conn
             return
         if held is None or held.generation != self._generation or held.pid != os.getpid():
-            if held is not None:
-                held.close()
+            self._drop(slot)
             held = _Held(engine.connect(), self._generation)
             setattr(self._local, slot, held)
         held.busy = True
@@ -262,8 +258,14 @@ class Database:
             conn = held.conn
             if conn.invalidated or conn.closed or conn.in_transaction():
                 # not reusable (lost, or a rollback that failed): the next one is new
-                setattr(self._local, slot, None)
-                held.close()
+                self._drop(slot)
+
+    def _drop(self, slot: str) -> None:
+        """Return this thread's held connection of ``slot`` ("write", "read") to its pool."""
+        held = getattr(self._local, slot, None)
+        if held is not None:
+            setattr(self._local, slot, None)
+            held.close()
 
     @contextmanager
     def _writer_turn(self, write: bool) -> Iterator[None]:

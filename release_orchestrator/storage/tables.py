@@ -54,22 +54,18 @@ class UTCDateTime(TypeDecorator[datetime]):
     def bind_processor(self, dialect: Any) -> Any:
         if dialect.name != "sqlite":
             return super().bind_processor(dialect)
-        utc = timezone.utc
+        to_utc = self.process_bind_param
 
         def process(value: datetime | None) -> str | None:
-            if value is None:
-                return None
-            if value.tzinfo is None:
-                raise ValueError("naive datetime")
-            return value.astimezone(utc).replace(tzinfo=None).isoformat(" ", "microseconds")
+            naive = to_utc(value, dialect)
+            return None if naive is None else naive.isoformat(" ", "microseconds")
 
         return process
 
     def result_processor(self, dialect: Any, coltype: Any) -> Any:
         if dialect.name != "sqlite":
             return super().result_processor(dialect, coltype)
-        utc = timezone.utc
-        parse = datetime.fromisoformat
+        parse, as_utc = datetime.fromisoformat, self.process_result_value
         general = super().result_processor(dialect, coltype)  # any other text SQLite holds
 
         def process(value: str | None) -> datetime | None:
@@ -79,9 +75,7 @@ class UTCDateTime(TypeDecorator[datetime]):
                 parsed = parse(value)
             except (TypeError, ValueError):
                 return general(value) if general is not None else value  # type: ignore[return-value]
-            if parsed.tzinfo is None:
-                return parsed.replace(tzinfo=utc)
-            return parsed.astimezone(utc)
+            return as_utc(parsed, dialect)
 
         return process
 
