@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -71,6 +73,32 @@ def make_app(settings: Settings, main: str = "relo") -> Celery:
     return app
 
 
+class _KeptProducer:
+    """A thread's own broker connection and producer (see :meth:`CeleryTransport.send_release`)."""
+
+    __slots__ = ("connection", "pid", "producer")
+
+    def __init__(self, app: Celery) -> None:
+        self.pid = os.getpid()
+        self.connection = app.connection_for_write()
+        try:
+            self.producer = app.amqp.Producer(self.connection)
+        except BaseException:
+            self.connection.release()
+            raise
+
+    def close(self) -> None:
+        """Close the connection (never a forked parent's: its socket is the parent's too)."""
+        if self.pid == os.getpid():
+            try:
+                self.connection.release()
+            except Exception:  # already broken: nothing to give back
+                log.debug("closing a kept broker connection failed", exc_info=True)
+
+    def __del__(self) -> None:  # the thread ended or the transport was dropped
+        self.close()
+
+
 class CeleryTransport:
     """Publishes release tasks to ``release.<project>.<environment>`` queues."""
 
@@ -78,6 +106,7 @@ class CeleryTransport:
         self.app = app
         self.settings = settings
         self._redis: Any = None
+        self._local = threading.local()
 
     def send_release(
         self,
@@ -87,18 +116,60 @@ class CeleryTransport:
         description: str,
         hint: dict[str, Any] | None = None,
     ) -> None:
+        """Publish the release's task (and its ``task-sent`` event, for Flower).
+
+        A release's publish is on the hot path: a finishing release publishes the next one
+        from its worker process. Celery's ``send_task`` takes a producer from the app's pool for
+        each message (a pool checkout, the producer's revival and copies of its entities: about
+        half of a publish's CPU) and declares the queue before each message. So each thread
+        keeps its own producer on its own connection, and the queue is not declared: the task
+        goes to the default exchange, which routes by queue name without bindings, the LPUSH
+        creates the list, and workers declare the queues they consume. That publish is not
+        retried by kombu (redis-py still reconnects a dropped connection once): on any error the
+        kept producer is dropped and the message is sent the standard way, with Celery's
+        retries. A message sent twice that way is harmless: a worker claims a release with a
+        compare-and-set, so the second delivery is a no-op.
+        """
         kwargs: dict[str, Any] = {"project": project, "environment": environment}
         if hint is not None:
             kwargs["hint"] = hint
-        self.app.send_task(
-            EXECUTE_RELEASE,
-            args=(release_id,),
-            kwargs=kwargs,
-            queue=queue_name(project, environment),
-            argsrepr=f"({release_id},)",
-            kwargsrepr=description,
-            ignore_result=True,
-        )
+        options: dict[str, Any] = {
+            "args": (release_id,),
+            "kwargs": kwargs,
+            "queue": queue_name(project, environment),
+            "argsrepr": f"({release_id},)",
+            "kwargsrepr": description,
+            "ignore_result": True,
+        }
+        try:
+            kept = self._kept()
+            with kept.producer.batch():  # the task and its event in one round trip
+                self.app.send_task(
+                    EXECUTE_RELEASE, producer=kept.producer, declare=[], retry=False, **options
+                )
+            return
+        except Exception:
+            log.warning("publishing release %s on the kept broker connection failed; "
+                        "sending it again on a new one", release_id, exc_info=True)
+            self._drop_kept()
+        self.app.send_task(EXECUTE_RELEASE, **options)
+
+    def _kept(self) -> _KeptProducer:
+        """This thread's producer (a new one in a forked child, or after an error)."""
+        kept: _KeptProducer | None = getattr(self._local, "kept", None)
+        if kept is None or kept.pid != os.getpid():
+            kept = self._local.kept = _KeptProducer(self.app)
+        return kept
+
+    def _drop_kept(self) -> None:
+        kept: _KeptProducer | None = getattr(self._local, "kept", None)
+        self._local.kept = None
+        if kept is not None:
+            kept.close()
+
+    def close(self) -> None:
+        """Close this thread's kept broker connection (others close as their threads end)."""
+        self._drop_kept()
 
     def follow(self, queues: Sequence[str]) -> None:
         try:

@@ -1,0 +1,136 @@
+"""The Celery transport on the real Redis: what a release's publish puts there (the task for a
+worker, the ``task-sent`` event for Flower), and the kept per-thread producer it publishes
+with (one per thread and process, replaced after an error without losing the message)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from release_orchestrator.celery_transport import EXECUTE_RELEASE, CeleryTransport, make_app
+from release_orchestrator.settings import Settings
+from tests.conftest import redis_available
+
+pytestmark = pytest.mark.skipif(not redis_available(), reason="needs Redis on 127.0.0.1:6379")
+
+QUEUE = "release.shop.prod"
+HINT = {"env_id": 3, "project": "shop", "environment": "prod", "whole": False,
+        "resources": ["service/app"]}
+
+
+@pytest.fixture
+def transport(own_redis_url: str, tmp_path: Any) -> Iterator[CeleryTransport]:
+    settings = Settings(redis_url=own_redis_url, database_url=f"sqlite:///{tmp_path / 'x.db'}")
+    t = CeleryTransport(make_app(settings), settings)
+    yield t
+    t.close()
+
+
+@pytest.fixture
+def r(own_redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(own_redis_url)
+    yield client
+    client.close()
+
+
+def messages(r: redis.Redis) -> list[dict[str, Any]]:
+    """The queue's messages, oldest first, with their decoded body."""
+    out = []
+    for raw in reversed(r.lrange(QUEUE, 0, -1)):
+        envelope = json.loads(raw)
+        envelope["decoded"] = json.loads(base64.b64decode(envelope["body"]))
+        out.append(envelope)
+    return out
+
+
+def test_a_release_is_published_as_a_celery_task_with_its_sent_event(transport, r) -> None:
+    events = r.pubsub()
+    events.psubscribe("*celeryev*")
+    events.get_message(timeout=1)  # the subscription's confirmation
+    transport.send_release("shop", "prod", 41, "release=41 env=shop/prod type=selective",
+                           hint=HINT)
+    [message] = messages(r)
+    headers = message["headers"]
+    assert headers["task"] == EXECUTE_RELEASE
+    assert headers["argsrepr"] == "(41,)"
+    assert headers["kwargsrepr"] == "release=41 env=shop/prod type=selective"
+    args, kwargs, _embed = message["decoded"]
+    assert args == [41]
+    assert kwargs == {"project": "shop", "environment": "prod", "hint": HINT}
+    deadline = time.monotonic() + 5
+    sent = None
+    while sent is None and time.monotonic() < deadline:
+        got = events.get_message(timeout=0.5)
+        if got and got["type"] == "pmessage":
+            event = json.loads(base64.b64decode(json.loads(got["data"])["body"]))
+            if event["type"] == "task-sent":
+                sent = event
+    events.close()
+    assert sent is not None, "no task-sent event (Flower would not see the release sent)"
+    assert sent["uuid"] == headers["id"]
+    assert sent["name"] == EXECUTE_RELEASE
+    assert sent["queue"] == QUEUE
+
+
+def test_a_failed_publish_is_sent_again_on_a_new_connection(transport, r, monkeypatch) -> None:
+    transport.send_release("shop", "prod", 1, "first")
+    broken = transport._kept()
+
+    def refuse(*_a: Any, **_k: Any) -> None:
+        raise redis.ConnectionError("connection reset by peer")
+
+    monkeypatch.setattr(broken.producer, "publish", refuse)
+    transport.send_release("shop", "prod", 2, "second")  # no error: sent the standard way
+    assert [m["decoded"][0] for m in messages(r)] == [[1], [2]]  # once each
+    kept = transport._kept()
+    assert kept is not broken  # the broken producer was dropped...
+    transport.send_release("shop", "prod", 3, "third")  # ...and the next one publishes
+    assert [m["decoded"][0] for m in messages(r)] == [[1], [2], [3]]
+
+
+def test_each_thread_publishes_with_its_own_producer(transport, r) -> None:
+    kept: list[Any] = []
+
+    def publish(release_id: int) -> None:
+        transport.send_release("shop", "prod", release_id, "threaded")
+        kept.append(transport._kept())
+
+    threads = [threading.Thread(target=publish, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({id(k.connection) for k in kept}) == 4
+    assert sorted(m["decoded"][0][0] for m in messages(r)) == [0, 1, 2, 3]
+
+
+def test_a_forked_child_never_publishes_on_its_parents_connection(transport, r) -> None:
+    transport.send_release("shop", "prod", 1, "parent")
+    parent = transport._kept()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: publish, report whether the producer was its own, exit
+        code = 1
+        try:
+            transport.send_release("shop", "prod", 2, "child")
+            mine = transport._kept()
+            code = 0 if mine is not parent and mine.pid == os.getpid() else 3
+        finally:
+            os.write(write, bytes([code]))
+            os._exit(0)
+    os.close(write)
+    assert os.read(read, 1) == bytes([0])
+    os.close(read)
+    os.waitpid(pid, 0)
+    # the child's exit closed nothing of ours: the parent's connection still publishes
+    transport.send_release("shop", "prod", 3, "parent again")
+    assert transport._kept() is parent
+    assert [m["decoded"][0] for m in messages(r)] == [[1], [2], [3]]
