@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from celery.signals import worker_process_init
 
 from release_orchestrator.celery_transport import make_app
@@ -19,6 +21,10 @@ def _fresh_connections(**_: object) -> None:
     from . import wiring
 
     wiring.reset()
+    # Everything the pool process inherited (modules, the app: ~100,000 objects) lives as long
+    # as it does: out of the collector's sight, so that a full collection scans only what
+    # releases allocate (it cost ~0.1 ms per release, about 8% of relo's own work).
+    gc.freeze()
 
 
 from . import tasks  # noqa: E402,F401  (registers the tasks)
