@@ -339,6 +339,26 @@ def test_release_and_holders_returns_what_is_left(h: Harness) -> None:
     assert s.release_and_holders(ex) == []
 
 
+def test_leases_over_many_resources_conflict_extend_and_release_whole(h: Harness) -> None:
+    """The scripts read and delete resource locks in chunks of 500 keys: a lease on 1,201
+    resources behaves like a lease on one, on both sides of each chunk boundary."""
+    s = h.store
+    names = [f"service/s{i:04d}" for i in range(1201)]
+    big = s.acquire(req("1:big", *names, release_id=1))
+    for i in (0, 499, 500, 999, 1000, 1200):  # each one conflicts, wherever its chunk is
+        err = conflict_of(s, req(f"2:{i}", names[i], release_id=2))
+        assert summary(list(err.conflicts)) == [("resource", names[i], "1:big", 1)]
+    assert s.extend(big)
+    s.break_locks(ENV, names[1000])  # one part lost (in the third chunk): no extension
+    assert not s.extend(big)
+    left = s.release_and_holders(big)  # the 1,200 parts it still holds go at once
+    assert left == []
+    other = s.acquire(req("3:c", *names[400:700], release_id=3))
+    assert len(s.holders(ENV)) == 301  # the slot and 300 resources
+    s.release(other)
+    assert s.holders(ENV) == []
+
+
 def test_release_exclusive(h: Harness) -> None:
     s = h.store
     ex = s.acquire(req("1:a", exclusive=True))

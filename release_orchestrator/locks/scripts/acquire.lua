@@ -45,8 +45,9 @@ else
   if holder and holder ~= owner then
     describe(out, meta_prefix, 'environment', nil, holder, redis.call('PTTL', KEYS[1]), now)
   end
+  local res_holders = mget_all(rkeys)
   for i = 1, nres do
-    local res_holder = redis.call('GET', rkeys[i])
+    local res_holder = res_holders[i]
     if res_holder and res_holder ~= owner then
       describe(out, meta_prefix, 'resource', names[i], res_holder,
                redis.call('PTTL', rkeys[i]), now)

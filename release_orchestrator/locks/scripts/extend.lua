@@ -33,8 +33,9 @@ else
   if not score or tonumber(score) <= now then
     return 0
   end
+  local held = mget_all(rkeys)
   for i = 1, #rkeys do
-    if redis.call('GET', rkeys[i]) ~= owner then
+    if held[i] ~= owner then
       return 0
     end
   end

@@ -43,11 +43,14 @@ if redis.call('GET', KEYS[1]) == owner then
   removed = removed + 1
 end
 removed = removed + redis.call('ZREM', KEYS[2], owner)
+local held = mget_all(rkeys)
+local mine = {}
 for i = 1, #rkeys do
-  if redis.call('GET', rkeys[i]) == owner then
-    redis.call('DEL', rkeys[i])
-    removed = removed + 1
+  if held[i] == owner then
+    mine[#mine + 1] = rkeys[i]
   end
 end
+del_all(mine)
+removed = removed + #mine
 redis.call('DEL', KEYS[3])
 return result(removed)
