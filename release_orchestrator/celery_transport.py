@@ -96,7 +96,11 @@ class _KeptProducer:
                 log.debug("closing a kept broker connection failed", exc_info=True)
 
     def __del__(self) -> None:  # the thread ended or the transport was dropped
-        self.close()
+        # not contextlib.suppress: at interpreter shutdown module globals may be gone already
+        try:  # noqa: SIM105
+            self.close()
+        except BaseException:  # what close() needs may be gone too
+            pass
 
 
 class CeleryTransport:
@@ -122,7 +126,8 @@ class CeleryTransport:
         from its worker process. Celery's ``send_task`` takes a producer from the app's pool for
         each message (a pool checkout, the producer's revival and copies of its entities: about
         half of a publish's CPU) and declares the queue before each message. So each thread
-        keeps its own producer on its own connection, and the queue is not declared: the task
+        keeps its own producer on its own broker connection (one connection per publishing
+        thread, closed when the thread ends), and the queue is not declared: the task
         goes to the default exchange, which routes by queue name without bindings, the LPUSH
         creates the list, and workers declare the queues they consume. That publish is not
         retried by kombu (redis-py still reconnects a dropped connection once): on any error the
