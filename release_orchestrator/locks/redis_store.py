@@ -11,6 +11,7 @@ on Redis Cluster.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Sequence
 from importlib import resources as importlib_resources
@@ -57,6 +58,12 @@ def load_script(name: str) -> str:
     if name not in SCRIPT_NAMES:
         raise ValueError(f"unknown lock script {name!r}")
     return _read_script("_common") + "\n" + _read_script(name)
+
+
+@functools.lru_cache(maxsize=1024)
+def _names_json(names: tuple[str, ...]) -> str:
+    """Resource names as the scripts' JSON argument (the same names release after release)."""
+    return json.dumps(list(names))
 
 
 def _text(value: Any) -> str:
@@ -146,7 +153,7 @@ class RedisLockStore:
             request.ttl_ms,
             "1" if request.exclusive else "0",
             "" if request.release_id is None else request.release_id,
-            json.dumps(list(request.resources)),
+            _names_json(request.resources),
             k.resource_prefix(env),
             k.meta_prefix(env),
         ]
@@ -170,8 +177,8 @@ class RedisLockStore:
 
     def _lease_resources(self, lease: Lease) -> list[str]:
         """The lease's resources (JSON) and the resource key prefix, as script arguments."""
-        names = [] if lease.exclusive else list(lease.resources)
-        return [json.dumps(names), self.keys.resource_prefix(lease.env_key)]
+        names = () if lease.exclusive else tuple(lease.resources)
+        return [_names_json(names), self.keys.resource_prefix(lease.env_key)]
 
     def extend(self, lease: Lease, ttl_ms: int | None = None) -> bool:
         """See ``LockStore.extend``: all parts or nothing, one ``EVALSHA``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -41,11 +42,25 @@ def _validate_owner(owner: str) -> None:
 
 def _validate_resources(resources: Iterable[str]) -> tuple[str, ...]:
     out = tuple(resources)
-    for resource in out:
+    if all(type(r) is str for r in out) and _valid_names(out):
+        return out
+    for resource in out:  # the error for what is wrong
         validate_resource(resource)
     if len(set(out)) != len(out):
         raise ValueError(f"duplicate resources in {out!r}")
     return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _valid_names(names: tuple[str, ...]) -> bool:
+    """Whether every name is ``type/name`` and none is repeated (a release asks for the same
+    resources release after release: a hundred names are checked once)."""
+    try:
+        for name in names:
+            validate_resource(name)
+    except ValueError:
+        return False
+    return len(set(names)) == len(names)
 
 
 @dataclass(frozen=True)
