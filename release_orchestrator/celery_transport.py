@@ -156,7 +156,7 @@ class CeleryTransport:
         except Exception:
             log.warning("publishing release %s on the kept broker connection failed; "
                         "sending it again on a new one", release_id, exc_info=True)
-            self._drop_kept()
+            self.close()
         self.app.send_task(EXECUTE_RELEASE, **options)
 
     def _kept(self) -> _KeptProducer:
@@ -166,15 +166,12 @@ class CeleryTransport:
             kept = self._local.kept = _KeptProducer(self.app)
         return kept
 
-    def _drop_kept(self) -> None:
+    def close(self) -> None:
+        """Close this thread's kept broker connection (others close as their threads end)."""
         kept: _KeptProducer | None = getattr(self._local, "kept", None)
         self._local.kept = None
         if kept is not None:
             kept.close()
-
-    def close(self) -> None:
-        """Close this thread's kept broker connection (others close as their threads end)."""
-        self._drop_kept()
 
     def follow(self, queues: Sequence[str]) -> None:
         try:

@@ -18,7 +18,6 @@ valid lock: it blocks acquisition and is reported with ``release_id=None``.
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass
 
@@ -58,15 +57,9 @@ def validate_env_key(env_key: str) -> str:
     return env_key
 
 
-@functools.lru_cache(maxsize=4096)
-def _is_resource(resource: str) -> bool:
-    # a lease names the same resources release after release: match each name once
-    return RESOURCE_RE.match(resource) is not None
-
-
 def validate_resource(resource: str) -> str:
     """Return ``resource`` unchanged or raise ``ValueError`` if it is not ``type/name``."""
-    if not isinstance(resource, str) or not _is_resource(resource):
+    if not isinstance(resource, str) or not RESOURCE_RE.match(resource):
         raise ValueError(f"invalid resource {resource!r}: expected 'type/name'")
     return resource
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Literal, Protocol, runtime_checkable
 
-from release_orchestrator.locks.keys import validate_env_key, validate_resource
+from release_orchestrator.locks.keys import RESOURCE_RE, validate_env_key, validate_resource
 
 __all__ = [
     "SCOPE_ENVIRONMENT",
@@ -55,12 +55,7 @@ def _validate_resources(resources: Iterable[str]) -> tuple[str, ...]:
 def _valid_names(names: tuple[str, ...]) -> bool:
     """Whether every name is ``type/name`` and none is repeated (a release asks for the same
     resources release after release: a hundred names are checked once)."""
-    try:
-        for name in names:
-            validate_resource(name)
-    except ValueError:
-        return False
-    return len(set(names)) == len(names)
+    return all(RESOURCE_RE.match(n) for n in names) and len(set(names)) == len(names)
 
 
 @dataclass(frozen=True)
