@@ -7,10 +7,15 @@ Layout for ``prefix="relo"`` and ``env_key="shop/prod"``::
 
     relo:lock:shop/prod:env                 string  owner of the exclusive lock   (PX ttl)
     relo:lock:shop/prod:slots               zset    owner -> slot expiry (ms, server time)
-    relo:lock:shop/prod:res:service/web     string  owner of a resource lock      (PX ttl)
+    relo:lock:shop/prod:res:service/web     string  owner \x1f fencing token      (no TTL)
     relo:lockmeta:shop/prod:<owner>         hash    holder metadata               (PX ttl)
     relo:lockidx:shop/prod                  set     resource names ever locked or requested
     relo:fence:shop/prod                    string  fencing counter (INCR, never expires)
+
+A resource lock written by relo is live exactly while its owner's metadata carries the same
+fencing token: it ends with the lease (release, expiry, re-acquisition) without being touched,
+so taking and extending a lease over 100 resources costs one ``MSET``, not 100 ``SET ... PX``.
+Such dead keys are overwritten by the next acquisition and deleted by the next listing.
 
 A lock key written by hand (``SET relo:lock:shop/prod:res:service/web manual PX 60000``) is a
 valid lock: it blocks acquisition and is reported with ``release_id=None``.

@@ -192,7 +192,7 @@ class RedisLockStore:
     def release(self, lease: Lease) -> None:
         """See ``LockStore.release``: owner-only, idempotent, one ``EVALSHA``."""
         self._run("release", self._lease_keys(lease),
-                  [lease.owner, lease.fencing_token, *self._lease_resources(lease)])
+                  [lease.owner, lease.fencing_token, self.keys.resource_prefix(lease.env_key)])
 
     def release_and_holders(self, lease: Lease) -> list[LockHolder]:
         """See ``LockStore.release_and_holders``: one ``EVALSHA``."""
@@ -201,7 +201,7 @@ class RedisLockStore:
         reply = self._run(
             "release",
             [*self._lease_keys(lease), k.index(env)],
-            [lease.owner, lease.fencing_token, *self._lease_resources(lease), k.meta_prefix(env)],
+            [lease.owner, lease.fencing_token, k.resource_prefix(env), k.meta_prefix(env)],
         )
         return _parse_holders(env, reply[1], reply[2])
 

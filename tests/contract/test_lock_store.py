@@ -386,6 +386,33 @@ def test_reacquire_by_same_owner_replaces_previous_lease(h: Harness) -> None:
     assert s.holders(ENV) == []
 
 
+def test_an_ended_lease_holds_nothing_when_its_owner_comes_back(h: Harness) -> None:
+    """An owner whose lease expired or was released, acquiring again, holds only what it asks
+    for now: none of the old lease's resources come back to life."""
+    s = h.store
+    first = s.acquire(req("1:a", "service/web", "db/main", release_id=1, ttl_ms=200))
+    h.sleep(0.35)
+    second = s.acquire(req("1:a", "service/web", release_id=1))
+    assert summary(s.holders(ENV)) == [
+        ("slot", None, "1:a", 1),
+        ("resource", "service/web", "1:a", 1),
+    ]
+    assert not s.extend(first)
+    s.acquire(req("2:b", "db/main", release_id=2))
+    s.release(second)
+    s.acquire(req("1:a", "cache/redis", release_id=1))
+    assert sorted(summary(s.holders(ENV)), key=str) == sorted(
+        [
+            ("slot", None, "1:a", 1),
+            ("slot", None, "2:b", 2),
+            ("resource", "cache/redis", "1:a", 1),
+            ("resource", "db/main", "2:b", 2),
+        ],
+        key=str,
+    )
+    s.acquire(req("3:c", "service/web", release_id=3))
+
+
 # -- expiry -------------------------------------------------------------------------------
 
 

@@ -213,6 +213,54 @@ def test_scripts_document_keys_argv_and_return(name: str) -> None:
     assert re.search(r"^-- Returns ", header, re.M)
 
 
+def test_resource_keys_live_with_the_lease_metadata(
+    client: redis.Redis, store: RedisLockStore
+) -> None:
+    """Resource keys carry owner and fencing token and no TTL of their own; the metadata's TTL
+    is the lease's.  A released lease leaves dead keys that block nothing, and the next
+    listing deletes them."""
+    k = store.keys
+    names = ("service/web", "db/main")
+    lease = store.acquire(LockRequest(ENV, "1:a", False, names, release_id=1, ttl_ms=30_000))
+    for name in names:
+        assert client.get(k.resource(ENV, name)) == f"1:a\x1f{lease.fencing_token}".encode()
+        assert client.pttl(k.resource(ENV, name)) == -1
+    assert 0 < client.pttl(k.meta(ENV, "1:a")) <= 30_000
+    assert store.extend(lease, ttl_ms=90_000)
+    assert 30_000 < client.pttl(k.meta(ENV, "1:a")) <= 90_000
+
+    store.release(lease)
+    assert client.exists(*(k.resource(ENV, n) for n in names)) == 2  # dead, not deleted yet
+    assert store.holders(ENV) == []
+    assert client.exists(*(k.resource(ENV, n) for n in names)) == 0
+
+    again = store.acquire(LockRequest(ENV, "2:b", False, names, release_id=2))
+    assert store.release_and_holders(again) == []
+    assert client.exists(*(k.resource(ENV, n) for n in names)) == 0
+
+
+def test_hand_written_values_follow_their_own_ttl(
+    client: redis.Redis, store: RedisLockStore
+) -> None:
+    """Any value without the separator is a lock written by hand (or by a relo before resource
+    keys carried a fencing token): live while its key exists.  A value with the separator
+    whose metadata does not carry that token is no lock at all."""
+    k = store.keys
+    client.set(k.resource(ENV, "service/web"), "7:old", px=300)
+    client.set(k.resource(ENV, "db/main"), "8:gone\x1f12")
+    with pytest.raises(LockConflictError) as info:
+        store.acquire(LockRequest(ENV, "1:a", False, ("service/web", "db/main")))
+    assert [(c.resource, c.owner) for c in info.value.conflicts] == [("service/web", "7:old")]
+    assert 0 < info.value.conflicts[0].ttl_left_ms <= 300
+    time.sleep(0.4)
+    lease = store.acquire(LockRequest(ENV, "1:a", False, ("service/web", "db/main")))
+    assert {h.resource for h in store.holders(ENV) if h.scope == "resource"} == {
+        "service/web",
+        "db/main",
+    }
+    store.release(lease)
+
+
 def test_key_layout() -> None:
     keys = LockKeys()
     assert keys.env_lock(ENV) == "relo:lock:shop/prod:env"

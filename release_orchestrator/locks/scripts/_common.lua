@@ -17,14 +17,55 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local function describe(out, meta_prefix, scope, resource, owner, ttl, now)
-  local m = redis.call('HMGET', meta_prefix .. owner, 'release_id', 'since_ms')
+local function emit(out, scope, resource, owner, release_id, since, ttl)
   out[#out + 1] = scope
   out[#out + 1] = resource or ''
   out[#out + 1] = owner
-  out[#out + 1] = m[1] or ''
-  out[#out + 1] = m[2] or fmt(now)
+  out[#out + 1] = release_id
+  out[#out + 1] = since
   out[#out + 1] = fmt(ttl)
+end
+
+local function describe(out, meta_prefix, scope, resource, owner, ttl, now)
+  local m = redis.call('HMGET', meta_prefix .. owner, 'release_id', 'since_ms')
+  emit(out, scope, resource, owner, m[1] or '', m[2] or fmt(now), ttl)
+end
+
+-- Resource locks.  acquire.lua writes a resource key as owner .. SEP .. fencing token, with
+-- no TTL of its own (one MSET for all of a lease's resources instead of a SET ... PX each):
+-- the lock is live exactly while the owner's metadata hash carries that fencing token, so it
+-- ends with the lease (release, expiry, re-acquisition, break) without being touched.  Such a
+-- dead key is overwritten by the next acquisition and deleted by the next listing
+-- (collect_all).  Owners never contain SEP (no whitespace), so any other value is a lock
+-- written by hand: live while its key exists, with the key's own TTL.
+local SEP = '\31'
+
+local function relo_value(owner, fence)
+  return owner .. SEP .. fence
+end
+
+-- The live holder of a resource key whose value is v (not false): nil when v is a relo lock
+-- of an ended lease, else {owner, release_id, since_ms, ttl_left_ms}.  cache maps relo
+-- values already resolved (a lease's keys share one value: one lookup per lease).
+local function resource_holder(v, key, meta_prefix, now, cache)
+  local c = cache[v]
+  if c ~= nil then
+    return c or nil
+  end
+  local p = string.find(v, SEP, 1, true)
+  if not p then
+    local m = redis.call('HMGET', meta_prefix .. v, 'release_id', 'since_ms')
+    return {v, m[1] or '', m[2] or fmt(now), redis.call('PTTL', key)}
+  end
+  local owner = string.sub(v, 1, p - 1)
+  local meta = meta_prefix .. owner
+  local m = redis.call('HMGET', meta, 'fence', 'release_id', 'since_ms')
+  c = false
+  if m[1] == string.sub(v, p + 1) then
+    c = {owner, m[2] or '', m[3] or fmt(now), redis.call('PTTL', meta)}
+  end
+  cache[v] = c
+  return c or nil
 end
 
 -- Drop expired shared slots.
@@ -69,6 +110,16 @@ local function mget_all(keys)
   return values
 end
 
+-- MSET of a flat key, value, key, value ... list, in chunks of 500 pairs.
+local function mset_all(kv)
+  local i = 1
+  while i <= #kv do
+    local j = math.min(i + 999, #kv)
+    redis.call('MSET', unpack(kv, i, j))
+    i = j + 1
+  end
+end
+
 -- DEL in chunks.
 local function del_all(keys)
   local i = 1
@@ -79,8 +130,9 @@ local function del_all(keys)
   end
 end
 
--- Describe every live lock of an environment not held by skip_owner (nil: all of them).
--- Returns the list of owners described (with repetitions).
+-- Describe every live lock of an environment not held by skip_owner (nil: all of them), and
+-- delete the dead resource keys met on the way.  Returns the owners described (with
+-- repetitions).
 local function collect_all(out, env_key, slots_key, index_key, res_prefix, meta_prefix, now,
                            skip_owner)
   local owners = {}
@@ -102,13 +154,19 @@ local function collect_all(out, env_key, slots_key, index_key, res_prefix, meta_
     keys[i] = res_prefix .. resource
   end
   local held = mget_all(keys)
+  local cache = {}
+  local dead = {}
   for i, resource in ipairs(known) do
-    local res_holder = held[i]
-    if res_holder and res_holder ~= skip_owner then
-      describe(out, meta_prefix, 'resource', resource, res_holder, redis.call('PTTL', keys[i]),
-               now)
-      owners[#owners + 1] = res_holder
+    if held[i] then
+      local h = resource_holder(held[i], keys[i], meta_prefix, now, cache)
+      if not h then
+        dead[#dead + 1] = keys[i]
+      elseif h[1] ~= skip_owner then
+        emit(out, 'resource', resource, h[1], h[2], h[3], h[4])
+        owners[#owners + 1] = h[1]
+      end
     end
   end
+  del_all(dead)
   return owners
 end

@@ -19,7 +19,8 @@
 -- conflicting holder (see _common.lua); nothing is written to locks or the fence then.
 -- Requested resource names are added to the known resources set in both cases.
 -- Locks already held by the owner never conflict; on success the owner's previous locks
--- are replaced by the new ones.
+-- are replaced by the new ones.  Resource keys are written without a TTL: they live as long
+-- as the metadata (see _common.lua), which expires with the lease.
 
 local owner = ARGV[1]
 local ttl = ARGV[2]
@@ -45,12 +46,15 @@ else
   if holder and holder ~= owner then
     describe(out, meta_prefix, 'environment', nil, holder, redis.call('PTTL', KEYS[1]), now)
   end
-  local res_holders = mget_all(rkeys)
+  local values = mget_all(rkeys)
+  local cache = {}
   for i = 1, nres do
-    local res_holder = res_holders[i]
-    if res_holder and res_holder ~= owner then
-      describe(out, meta_prefix, 'resource', names[i], res_holder,
-               redis.call('PTTL', rkeys[i]), now)
+    local v = values[i]
+    if v and v ~= owner then
+      local h = resource_holder(v, rkeys[i], meta_prefix, now, cache)
+      if h and h[1] ~= owner then
+        emit(out, 'resource', names[i], h[1], h[2], h[3], h[4])
+      end
     end
   end
 end
@@ -58,18 +62,13 @@ if #out > 0 then
   return {0, fmt(now), out}
 end
 
--- A retry / re-acquisition by the same owner replaces whatever it held before.
+-- A retry / re-acquisition by the same owner replaces whatever it held before (its old
+-- resource keys die with the old fencing token in its metadata).
 if redis.call('EXISTS', KEYS[5]) == 1 then
   if redis.call('GET', KEYS[1]) == owner then
     redis.call('DEL', KEYS[1])
   end
   redis.call('ZREM', KEYS[2], owner)
-  for _, resource in ipairs(redis.call('SMEMBERS', KEYS[4])) do
-    local key = res_prefix .. resource
-    if redis.call('GET', key) == owner then
-      redis.call('DEL', key)
-    end
-  end
   redis.call('DEL', KEYS[5])
 end
 
@@ -79,9 +78,13 @@ if exclusive then
 else
   redis.call('ZADD', KEYS[2], fmt(now + tonumber(ttl)), owner)
   refresh_slots_ttl(KEYS[2], now)
+  local value = relo_value(owner, fence)
+  local kv = {}
   for i = 1, nres do
-    redis.call('SET', rkeys[i], owner, 'PX', ttl)
+    kv[2 * i - 1] = rkeys[i]
+    kv[2 * i] = value
   end
+  mset_all(kv)
 end
 redis.call('HSET', KEYS[5], 'release_id', ARGV[4], 'since_ms', fmt(now), 'exclusive', ARGV[3],
            'resources', ARGV[5], 'fence', fence, 'ttl_ms', ttl)

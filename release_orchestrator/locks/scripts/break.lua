@@ -20,9 +20,12 @@ local now = now_ms()
 local out = {}
 
 if ARGV[3] ~= '' then
-  local holder = redis.call('GET', KEYS[4])
-  if holder then
-    describe(out, meta_prefix, 'resource', ARGV[3], holder, redis.call('PTTL', KEYS[4]), now)
+  local v = redis.call('GET', KEYS[4])
+  if v then
+    local h = resource_holder(v, KEYS[4], meta_prefix, now, {})
+    if h then
+      emit(out, 'resource', ARGV[3], h[1], h[2], h[3], h[4])
+    end
     redis.call('DEL', KEYS[4])
   end
   redis.call('SADD', KEYS[3], ARGV[3])

@@ -12,6 +12,7 @@
 --
 -- Returns 1 if every part was still owned (and the metadata carries the lease's fencing
 -- token) and all were extended; 0 if any part was lost, in which case nothing is changed.
+-- Resource keys have no TTL of their own: extending the metadata extends them.
 
 local owner = ARGV[1]
 local rkeys = {}
@@ -33,9 +34,10 @@ else
   if not score or tonumber(score) <= now then
     return 0
   end
+  local mine = relo_value(owner, ARGV[4])
   local held = mget_all(rkeys)
   for i = 1, #rkeys do
-    if held[i] ~= owner then
+    if held[i] ~= mine then
       return 0
     end
   end
@@ -46,9 +48,6 @@ if ARGV[3] == '1' then
 else
   redis.call('ZADD', KEYS[2], fmt(now + tonumber(ttl)), owner)
   refresh_slots_ttl(KEYS[2], now)
-  for i = 1, #rkeys do
-    redis.call('PEXPIRE', rkeys[i], ttl)
-  end
 end
 redis.call('HSET', KEYS[3], 'ttl_ms', ttl)
 redis.call('PEXPIRE', KEYS[3], ttl)

@@ -5,16 +5,18 @@
 -- KEYS[3]     metadata hash of the owner      {prefix}:lockmeta:{env}:{owner}
 -- ARGV[1]     owner
 -- ARGV[2]     fencing token of the lease
--- ARGV[3]     the lease's resources as a JSON array ('[]' for an exclusive lease)
--- ARGV[4]     resource key prefix             {prefix}:lock:{env}:res:
+-- ARGV[3]     resource key prefix             {prefix}:lock:{env}:res:
 -- KEYS[4]     (optional) known resources set  {prefix}:lockidx:{env}
--- ARGV[5]     (with KEYS[4]) metadata key prefix {prefix}:lockmeta:{env}:
+-- ARGV[4]     (with KEYS[4]) metadata key prefix {prefix}:lockmeta:{env}:
 --
--- Returns the number of lock parts removed.  Locks of other owners are never touched; if the
--- owner's metadata carries a different fencing token (the lease was superseded by a newer
--- acquisition of the same owner) nothing is removed and 0 is returned.  With KEYS[4] it
--- returns {removed, now_ms, {holder fields...}}: the environment's locks left afterwards, as
--- holders.lua lists them (the dispatcher's next decision needs them: one round trip, not two).
+-- Returns the number of lock parts removed (the exclusive lock, the slot and the metadata,
+-- which ends every resource lock of the lease at once: see _common.lua).  Locks of other
+-- owners are never touched; if the owner's metadata carries a different fencing token (the
+-- lease was superseded by a newer acquisition of the same owner) nothing is removed and 0 is
+-- returned.  With KEYS[4] it returns {removed, now_ms, {holder fields...}}: the
+-- environment's locks left afterwards, as holders.lua lists them (the dispatcher's next
+-- decision needs them: one round trip, not two); the dead resource keys of the lease are
+-- deleted on the way.
 
 local function result(removed)
   if #KEYS < 4 then
@@ -23,15 +25,11 @@ local function result(removed)
   local now = now_ms()
   prune_slots(KEYS[2], now)
   local out = {}
-  collect_all(out, KEYS[1], KEYS[2], KEYS[4], ARGV[4], ARGV[5], now, nil)
+  collect_all(out, KEYS[1], KEYS[2], KEYS[4], ARGV[3], ARGV[4], now, nil)
   return {removed, fmt(now), out}
 end
 
 local owner = ARGV[1]
-local rkeys = {}
-for i, name in ipairs(cjson.decode(ARGV[3])) do
-  rkeys[i] = ARGV[4] .. name
-end
 local fence = redis.call('HGET', KEYS[3], 'fence')
 if fence and fence ~= ARGV[2] then
   return result(0)
@@ -43,14 +41,5 @@ if redis.call('GET', KEYS[1]) == owner then
   removed = removed + 1
 end
 removed = removed + redis.call('ZREM', KEYS[2], owner)
-local held = mget_all(rkeys)
-local mine = {}
-for i = 1, #rkeys do
-  if held[i] == owner then
-    mine[#mine + 1] = rkeys[i]
-  end
-end
-del_all(mine)
-removed = removed + #mine
-redis.call('DEL', KEYS[3])
+removed = removed + redis.call('DEL', KEYS[3])
 return result(removed)
