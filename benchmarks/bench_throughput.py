@@ -10,7 +10,9 @@ time from the first ``submit`` call to the last ``finished_at``.
 Baseline, interleaved in each repetition: raw Celery empty tasks (results ignored) published
 by one client to a raw worker with the same settings, until the queue is drained; stock Celery
 and kombu on one queue (the target's baseline) and, for information, the same raw stack with
-the kombu Redis client reuse that relo's processes turn on (``reuse_kombu_redis_clients``),
+relo's Celery tuning: the kombu Redis client reuse that relo's processes turn on
+(``reuse_kombu_redis_clients``) and the batched task events of relo's workers
+(``BatchTaskEvents``),
 and the stock raw stack with its tasks spread round-robin over as many queues as relo has
 environments, one worker consuming them all (what the queue count alone costs Celery).
 """
@@ -182,8 +184,8 @@ def run(redis_url: str = DEFAULT_REDIS, repeat: int = 5, *, environments: int = 
     paired = [r / b for r, b in zip(rates["relo"], rates["raw"], strict=True)]
     row["paired_ratios"] = [round(x, 3) for x in paired]
     row["paired_median"] = median(paired)
-    info = measured("reuse", "raw Celery empty tasks/s, 1 queue, with relo's kombu client "
-                    "reuse (information)", tasks)
+    info = measured("reuse", "raw Celery empty tasks/s, 1 queue, with relo's Celery tuning: "
+                    "kombu client reuse, batched task events (information)", tasks)
     spread = measured("many", f"raw Celery empty tasks/s, {environments} queues, one worker "
                       "on all (information)", tasks)
     for other in (info, spread):

@@ -3,7 +3,8 @@
 It loads the same ``celeryconfig`` as relo (early ack, prefetch disabled, ``priority_steps=[0]``,
 task events on) and adds a Redis result backend so that a round trip (``apply_async`` →
 ``get``) can be timed. ``RELO_BENCH_BROKER`` names the Redis database (broker and backend).
-Stock kombu unless ``RELO_BENCH_KOMBU_REUSE=1``.
+Stock Celery and kombu unless ``RELO_BENCH_KOMBU_REUSE=1``: then with relo's Celery tuning, the
+kombu Redis client reuse and the worker's batched task events.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from benchmarks.common import DEFAULT_REDIS
 
 URL = os.environ.get("RELO_BENCH_BROKER", DEFAULT_REDIS)
 #: "1": the raw worker reuses kombu's Redis clients as relo's processes do
-#: (release_orchestrator.celery_transport.reuse_kombu_redis_clients); else stock kombu.
-if os.environ.get("RELO_BENCH_KOMBU_REUSE") == "1":
+#: (release_orchestrator.celery_transport.reuse_kombu_redis_clients) and batches its task
+#: events as relo's workers do (BatchTaskEvents); else stock Celery and kombu.
+TUNED = os.environ.get("RELO_BENCH_KOMBU_REUSE") == "1"
+if TUNED:
     from release_orchestrator.celery_transport import reuse_kombu_redis_clients
 
     reuse_kombu_redis_clients()
@@ -32,6 +35,10 @@ def build_app(url: str = URL) -> Celery:
     app = Celery("relobench_raw", broker=url, backend=url, set_as_current=False)
     app.config_from_object("celeryconfig")
     app.conf.update(result_backend=url, task_ignore_result=False, task_default_queue="bench.raw")
+    if TUNED:
+        from release_orchestrator.celery_transport import BatchTaskEvents
+
+        app.steps["consumer"].add(BatchTaskEvents)
 
     @app.task(name=NOOP)
     def noop() -> None:

@@ -116,9 +116,9 @@ def _targets(results: dict[str, list[dict[str, Any]]]) -> list[tuple[str, str, s
                         f"{min(relo['paired_ratios']):.2f}x-{max(relo['paired_ratios']):.2f}x",
                         "(the raw run of the same repetition)",
                         f"{relo['paired_median']:.2f}x", "-"))
-        if len(rows) > 2:  # the raw stack with relo's kombu client reuse: information
+        if len(rows) > 2:  # the raw stack with relo's Celery tuning: information
             info = rows[2]
-            out.append(("(information) throughput vs raw Celery with relo's kombu client reuse",
+            out.append(("(information) throughput vs raw Celery with relo's Celery tuning",
                         f"{relo['per_s']:,.1f}/s", f"{info['per_s']:,.1f}/s",
                         f"{relo['per_s'] / info['per_s']:.2f}x", "-"))
         if len(rows) > 3:  # the raw stack on as many queues as environments: information

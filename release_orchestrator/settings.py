@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     output_tail_bytes: int = Field(default=64 * 1024, ge=1024)
     #: Seconds between a worker's checks for environments created after it started.
     follow_interval: float = Field(default=5.0, gt=0)
+    #: Seconds a worker may hold its task events (for Flower) before publishing them as one
+    #: message; 0: at every turn of its event loop, as stock Celery does.
+    task_events_interval: float = Field(default=0.05, ge=0, le=60)
     user: str | None = None
     key_prefix: str = "relo"
     flower_basic_auth: str | None = None
