@@ -84,14 +84,22 @@ local function refresh_slots_ttl(slots_key, now)
   end
 end
 
--- SADD in chunks (Lua's unpack has a stack limit).
-local function sadd_all(key, members)
+-- redis.call(cmd, [key,] items...) in chunks of size items (Lua's unpack has a stack limit).
+local function call_chunked(cmd, key, items, size)
   local i = 1
-  while i <= #members do
-    local j = math.min(i + 499, #members)
-    redis.call('SADD', key, unpack(members, i, j))
+  while i <= #items do
+    local j = math.min(i + size - 1, #items)
+    if key then
+      redis.call(cmd, key, unpack(items, i, j))
+    else
+      redis.call(cmd, unpack(items, i, j))
+    end
     i = j + 1
   end
+end
+
+local function sadd_all(key, members)
+  call_chunked('SADD', key, members, 500)
 end
 
 -- The values of keys (false for a missing one), by MGET in chunks: one command per 500 keys
@@ -110,24 +118,14 @@ local function mget_all(keys)
   return values
 end
 
--- MSET of a flat key, value, key, value ... list, in chunks of 500 pairs.
+-- MSET of a flat key, value, key, value ... list, 500 pairs per call.
 local function mset_all(kv)
-  local i = 1
-  while i <= #kv do
-    local j = math.min(i + 999, #kv)
-    redis.call('MSET', unpack(kv, i, j))
-    i = j + 1
-  end
+  call_chunked('MSET', nil, kv, 1000)
 end
 
--- DEL in chunks.
+-- DEL, 500 keys per call.
 local function del_all(keys)
-  local i = 1
-  while i <= #keys do
-    local j = math.min(i + 499, #keys)
-    redis.call('DEL', unpack(keys, i, j))
-    i = j + 1
-  end
+  call_chunked('DEL', nil, keys, 500)
 end
 
 -- Describe every live lock of an environment not held by skip_owner (nil: all of them), and
