@@ -17,18 +17,23 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local function emit(out, scope, resource, owner, release_id, since, ttl)
+-- A holder: {owner, release_id, since_ms, ttl_left_ms}, from the owner's metadata if any.
+local function holder_of(meta_prefix, owner, ttl, now)
+  local m = redis.call('HMGET', meta_prefix .. owner, 'release_id', 'since_ms')
+  return {owner, m[1] or '', m[2] or fmt(now), ttl}
+end
+
+local function emit(out, scope, resource, h)
   out[#out + 1] = scope
   out[#out + 1] = resource or ''
-  out[#out + 1] = owner
-  out[#out + 1] = release_id
-  out[#out + 1] = since
-  out[#out + 1] = fmt(ttl)
+  out[#out + 1] = h[1]
+  out[#out + 1] = h[2]
+  out[#out + 1] = h[3]
+  out[#out + 1] = fmt(h[4])
 end
 
 local function describe(out, meta_prefix, scope, resource, owner, ttl, now)
-  local m = redis.call('HMGET', meta_prefix .. owner, 'release_id', 'since_ms')
-  emit(out, scope, resource, owner, m[1] or '', m[2] or fmt(now), ttl)
+  emit(out, scope, resource, holder_of(meta_prefix, owner, ttl, now))
 end
 
 -- Resource locks.  acquire.lua writes a resource key as owner .. SEP .. fencing token, with
@@ -54,8 +59,7 @@ local function resource_holder(v, key, meta_prefix, now, cache)
   end
   local p = string.find(v, SEP, 1, true)
   if not p then
-    local m = redis.call('HMGET', meta_prefix .. v, 'release_id', 'since_ms')
-    return {v, m[1] or '', m[2] or fmt(now), redis.call('PTTL', key)}
+    return holder_of(meta_prefix, v, redis.call('PTTL', key), now)
   end
   local owner = string.sub(v, 1, p - 1)
   local meta = meta_prefix .. owner
@@ -160,7 +164,7 @@ local function collect_all(out, env_key, slots_key, index_key, res_prefix, meta_
       if not h then
         dead[#dead + 1] = keys[i]
       elseif h[1] ~= skip_owner then
-        emit(out, 'resource', resource, h[1], h[2], h[3], h[4])
+        emit(out, 'resource', resource, h)
         owners[#owners + 1] = h[1]
       end
     end

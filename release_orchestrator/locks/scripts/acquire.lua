@@ -53,7 +53,7 @@ else
     if v and v ~= owner then
       local h = resource_holder(v, rkeys[i], meta_prefix, now, cache)
       if h and h[1] ~= owner then
-        emit(out, 'resource', names[i], h[1], h[2], h[3], h[4])
+        emit(out, 'resource', names[i], h)
       end
     end
   end

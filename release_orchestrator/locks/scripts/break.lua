@@ -24,7 +24,7 @@ if ARGV[3] ~= '' then
   if v then
     local h = resource_holder(v, KEYS[4], meta_prefix, now, {})
     if h then
-      emit(out, 'resource', ARGV[3], h[1], h[2], h[3], h[4])
+      emit(out, 'resource', ARGV[3], h)
     end
     redis.call('DEL', KEYS[4])
   end
