@@ -80,14 +80,90 @@ def test_a_release_is_published_as_a_celery_task_with_its_sent_event(transport, 
     assert sent["queue"] == QUEUE
 
 
-def test_a_failed_publish_is_sent_again_on_a_new_connection(transport, r, monkeypatch) -> None:
+def normalized(envelope: dict[str, Any]) -> dict[str, Any]:
+    """A message as written to Redis, without what differs between two publishes of the same
+    release (ids, delivery tags) and the properties only Celery's option merging adds."""
+    out = json.loads(json.dumps(envelope))
+    out["decoded"] = json.loads(base64.b64decode(out.pop("body")))
+    headers, props = out["headers"], out["properties"]
+    for key in ("id", "root_id", "origin"):
+        headers.pop(key, None)
+    for key in ("correlation_id", "delivery_tag", "reply_to", "argsrepr", "kwargsrepr"):
+        props.pop(key, None)
+    if isinstance(out["decoded"], dict):  # an event
+        for key in ("uuid", "root_id", "hostname", "pid", "clock", "timestamp"):
+            out["decoded"].pop(key, None)
+        headers.pop("hostname", None)
+    return out
+
+
+def sent_events(pubsub: Any, count: int) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 5
+    while len(out) < count and time.monotonic() < deadline:
+        got = pubsub.get_message(timeout=0.5)
+        if got and got["type"] == "pmessage":
+            out.append(json.loads(got["data"]))
+    return out
+
+
+def test_the_direct_publish_writes_what_celery_and_kombu_write(transport, r) -> None:
+    """The task and its ``task-sent`` event as ``send_task`` through kombu's producer writes
+    them: field for field, apart from ids, tags and timestamps."""
+    events = r.pubsub()
+    events.psubscribe("*celeryev*")
+    events.get_message(timeout=1)
+    transport.send_release("shop", "prod", 41, "release=41", hint=HINT)
+    assert transport._kept().direct is not None, "the direct publish was not used"
+    kept = transport._kept()
+    with kept.producer.batch():
+        transport.app.send_task(EXECUTE_RELEASE, producer=kept.producer, declare=[],
+                                retry=False, args=(41,),
+                                kwargs={"project": "shop", "environment": "prod", "hint": HINT},
+                                queue=QUEUE, argsrepr="(41,)", kwargsrepr="release=41",
+                                ignore_result=True)
+    direct, standard = (json.loads(raw) for raw in reversed(r.lrange(QUEUE, 0, -1)))
+    assert normalized(direct) == normalized(standard)
+    assert direct["headers"]["root_id"] == direct["headers"]["id"]
+    assert direct["properties"]["correlation_id"] == direct["headers"]["id"]
+    event_direct, event_standard = sent_events(events, 2)
+    events.close()
+    assert normalized(event_direct) == normalized(event_standard)
+    assert json.loads(base64.b64decode(event_direct["body"]))["uuid"] == direct["headers"]["id"]
+
+
+def test_a_listener_on_celerys_publish_signals_gets_every_release(transport, r) -> None:
+    from celery import signals
+
+    seen: list[Any] = []
+
+    def listener(sender: Any = None, headers: Any = None, **_kw: Any) -> None:
+        seen.append(headers["argsrepr"])
+
+    signals.before_task_publish.connect(listener, weak=False)
+    try:
+        transport.send_release("shop", "prod", 7, "watched")
+    finally:
+        signals.before_task_publish.disconnect(listener)
+    assert seen == ["(7,)"]
+    transport.send_release("shop", "prod", 8, "direct again")
+    assert [m["decoded"][0] for m in messages(r)] == [[7], [8]]
+
+
+@pytest.mark.parametrize("path", ["direct", "producer"])
+def test_a_failed_publish_is_sent_again_on_a_new_connection(transport, r, monkeypatch,
+                                                            path) -> None:
     transport.send_release("shop", "prod", 1, "first")
     broken = transport._kept()
 
     def refuse(*_a: Any, **_k: Any) -> None:
         raise redis.ConnectionError("connection reset by peer")
 
-    monkeypatch.setattr(broken.producer, "publish", refuse)
+    if path == "direct":  # the pipeline fails after the commands are queued
+        monkeypatch.setattr(broken.direct.pipe, "execute", refuse)
+    else:
+        monkeypatch.setattr(broken, "direct", None)
+        monkeypatch.setattr(broken.producer, "publish", refuse)
     transport.send_release("shop", "prod", 2, "second")  # no error: sent the standard way
     assert [m["decoded"][0] for m in messages(r)] == [[1], [2]]  # once each
     kept = transport._kept()

@@ -92,6 +92,12 @@ def test_flower_shows_release_tasks_with_id_environment_and_type(stack: Stack) -
     release_id = int(found["args"].strip("(,)"))
     assert found["kwargs"] == f"release={release_id} env=shop/staging type=full"
     assert found["routing_key"] == "release.shop.staging"
+    # events reach Flower a moment after the database says succeeded (the worker publishes
+    # them in batches, RELO_TASK_EVENTS_INTERVAL): the task's state follows within seconds
+    until = time.monotonic() + 10
+    while found["state"] != "SUCCESS" and time.monotonic() < until:
+        time.sleep(0.2)
+        found = next(t for t in release_tasks(base) if t.get("args") == found["args"])
     assert found["state"] == "SUCCESS"
 
     status, body = get(base + "/api/tasks", auth=None)
