@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -67,6 +68,66 @@ def reuse_kombu_redis_clients() -> bool:
     return True
 
 
+def pack_brpop_once() -> bool:
+    """Make kombu's Redis channels pack each queue name of their ``BRPOP`` once, not per call.
+
+    A worker waits for its next task with one ``BRPOP`` over every queue it consumes, sent
+    again after each message (and, with prefetch disabled, each time a pool slot frees up).
+    kombu builds the key list and redis-py encodes and packs every key for each call: about
+    120 µs of the worker main process's CPU per release with 100 environment queues (a
+    tenth of it), 1.2 ms with 1,000. Here each key's packed form is kept per channel and the
+    command is joined from them in the channel's current round-robin order: the same bytes,
+    the same fairness. Channels with a global key prefix keep kombu's own method.
+    Idempotent; False when kombu no longer has the hook (the behaviour is then kombu's own).
+    """
+    try:
+        from kombu.transport import redis as kombu_redis
+    except ImportError:  # pragma: no cover - the redis extra is a dependency
+        return False
+    channel_cls: Any = getattr(kombu_redis, "Channel", None)
+    original = getattr(channel_cls, "_brpop_start", None)
+    if original is None:
+        return False
+    if getattr(original, "relo_packed", False):
+        return True
+
+    def _brpop_start(self: Any, timeout: float | None = None) -> None:
+        if self.global_keyprefix:
+            return original(self, timeout)  # type: ignore[no-any-return]
+        if timeout is None:
+            timeout = self.brpop_timeout
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if not queues:
+            return None
+        connection = self.client.connection
+        encode = connection.encoder.encode
+        packed: dict[tuple[str, int], bytes] = self.__dict__.setdefault("_relo_brpop_keys", {})
+        parts = []
+        for pri in self.priority_steps:
+            for queue in queues:
+                part = packed.get((queue, pri))
+                if part is None:
+                    part = packed[(queue, pri)] = _bulk(encode(self._q_for_pri(queue, pri)))
+                parts.append(part)
+        parts.append(_bulk(encode(timeout or 0)))
+        self._in_poll = connection
+        self._brpop_sent_at = time.monotonic()
+        connection.send_packed_command(
+            [b"*%d\r\n$5\r\nBRPOP\r\n%s" % (len(parts) + 1, b"".join(parts))]
+        )
+        return None
+
+    _brpop_start.relo_packed = True  # type: ignore[attr-defined]
+    _brpop_start.relo_original = original  # type: ignore[attr-defined]
+    channel_cls._brpop_start = _brpop_start
+    return True
+
+
+def _bulk(value: bytes) -> bytes:
+    """One RESP bulk string."""
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
 class BatchTaskEvents(bootsteps.StartStopStep):
     """Consumer bootstep: the worker publishes its task events (received, started,
     succeeded, ...) at most every :attr:`interval` seconds, in one message, instead of once
@@ -121,9 +182,11 @@ class BatchTaskEvents(bootsteps.StartStopStep):
 
 
 def make_app(settings: Settings, main: str = "relo") -> Celery:
-    """A Celery app configured from ``celeryconfig`` and the ``RELO_*`` settings; its workers
+    """A Celery app configured from ``celeryconfig`` and the ``RELO_*`` settings, with relo's
+    kombu tuning (:func:`reuse_kombu_redis_clients`, :func:`pack_brpop_once`); its workers
     batch their task events (:class:`BatchTaskEvents`)."""
     reuse_kombu_redis_clients()
+    pack_brpop_once()
     app = Celery(main, broker=settings.effective_broker_url, set_as_current=False)
     app.config_from_object("celeryconfig")
     app.conf.relo_task_events_interval = settings.task_events_interval

@@ -1,8 +1,14 @@
-"""kombu's Redis channels reuse one client (release_orchestrator.celery_transport)."""
+"""relo's kombu tuning (release_orchestrator.celery_transport): Redis channels reuse one
+client, and pack their ``BRPOP`` keys once."""
 
 from __future__ import annotations
 
-from release_orchestrator.celery_transport import reuse_kombu_redis_clients
+import time
+from typing import Any
+
+import pytest
+
+from release_orchestrator.celery_transport import pack_brpop_once, reuse_kombu_redis_clients
 
 
 def test_a_channel_reuses_its_client_and_messages_still_flow(own_redis_url: str) -> None:
@@ -33,3 +39,89 @@ def test_a_channel_reuses_its_client_and_messages_still_flow(own_redis_url: str)
             assert fresh.connection_pool is channel.pool
         finally:
             queue.close()
+
+
+def _hold_connection(channel: Any) -> None:
+    """What kombu's poller does before a channel's first ``BRPOP``."""
+    client = channel.client
+    if getattr(client, "connection", None) is None:
+        client.connection = client.connection_pool.get_connection()
+    client.connection.connect()
+
+
+def _sent_brpop(channel: Any, method: Any) -> bytes:
+    """The bytes ``method`` (a ``_brpop_start``) sends on the channel's connection."""
+    connection = channel.client.connection
+    sent: list[bytes] = []
+
+    def record_packed(command: Any, check_health: bool = True) -> None:
+        sent.append(b"".join(command))
+
+    def record(*args: Any, **_kw: Any) -> None:
+        record_packed(connection._command_packer.pack(*args))
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(connection, "send_packed_command", record_packed)
+        mp.setattr(connection, "send_command", record)
+        method(channel, 1)
+    channel._in_poll = None
+    [command] = sent
+    return command
+
+
+def test_brpop_is_packed_once_per_queue_and_sends_what_kombu_sends(own_redis_url: str) -> None:
+    """The patched ``BRPOP`` is byte for byte kombu's, in the channel's round-robin order."""
+    from kombu import Connection
+    from kombu.transport import redis as kombu_redis
+
+    assert pack_brpop_once()
+    assert pack_brpop_once()  # idempotent
+    patched = kombu_redis.Channel._brpop_start
+    original = patched.relo_original
+    queues = [f"release.shop.e{i:03d}" for i in range(120)]
+    options = {"priority_steps": [0]}
+    with Connection(own_redis_url, transport_options=options) as conn:
+        channel = conn.default_channel
+        _hold_connection(channel)
+        for queue in queues:
+            channel._active_queues.append(queue)
+        channel._queue_cycle.update(queues)
+        for rotate in (None, queues[0], queues[57], queues[-1]):
+            if rotate:
+                channel._queue_cycle.rotate(rotate)
+            ours = _sent_brpop(channel, patched)
+            assert ours == _sent_brpop(channel, original)
+            order = channel._queue_cycle.consume(len(queues))
+            assert ours.index(order[0].encode()) < ours.index(order[-1].encode())
+        assert len(channel.__dict__["_relo_brpop_keys"]) == len(queues)
+    # with several priority steps every (queue, step) key is listed, as kombu lists them
+    with Connection(own_redis_url, transport_options={"priority_steps": [0, 3, 6]}) as conn:
+        channel = conn.default_channel
+        _hold_connection(channel)
+        channel._active_queues.extend(queues[:3])
+        channel._queue_cycle.update(queues[:3])
+        assert _sent_brpop(channel, patched) == _sent_brpop(channel, original)
+
+
+def test_a_worker_consumes_many_queues_with_the_packed_brpop(own_redis_url: str) -> None:
+    """Messages on many queues all arrive through the patched ``BRPOP`` (a real round trip)."""
+    from kombu import Connection, Consumer, Queue
+
+    assert pack_brpop_once()
+    names = [f"relo.test.brpop.{i}" for i in range(40)]
+    got: list[int] = []
+    with Connection(own_redis_url, transport_options={"priority_steps": [0]}) as conn:
+        queues = [Queue(name, routing_key=name) for name in names]
+        producer = conn.Producer()
+        for i, name in enumerate(names):
+            producer.publish({"n": i}, routing_key=name, declare=[queues[i]])
+
+        def on_message(body: Any, message: Any) -> None:
+            got.append(body["n"])
+            message.ack()
+
+        with Consumer(conn, queues, callbacks=[on_message]):
+            deadline = time.monotonic() + 10
+            while len(got) < len(names) and time.monotonic() < deadline:
+                conn.drain_events(timeout=1)
+    assert sorted(got) == list(range(len(names)))
