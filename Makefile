@@ -38,7 +38,8 @@ bench: install
 	$(BIN)/python -m benchmarks.run
 
 reliability: install
-	RELO_FUZZ_EXAMPLES=3000 $(BIN)/python -m pytest -q tests/unit/test_fuzz.py
+	# 3,000 examples per fuzz test take minutes: more than the per-test timeout of make test
+	RELO_FUZZ_EXAMPLES=3000 $(BIN)/python -m pytest -q --timeout=1800 tests/unit/test_fuzz.py
 	$(BIN)/python -m tests.reliability.report
 
 clean:

@@ -205,10 +205,11 @@ class _DirectPublish:
     """A release task and its ``task-sent`` event, written to kombu's Redis channel in one
     pipeline without the layers above it.
 
-    Celery's ``send_task`` and kombu's ``Producer.publish`` spend about 300 µs of CPU on a
-    release's publish (routing, option merging, two producer publishes, the batch), which
-    is more than the engine's whole claiming transaction, and a release is published once:
-    by ``submit`` or by the release before it. Here Celery still builds the message
+    Celery's ``send_task`` and kombu's ``Producer.publish`` spent more than half of a
+    release's publish (routing, option merging, two producer publishes, the batch: about
+    0.25 ms of CPU, as much as ``submit``'s whole transaction), and every release is
+    published once, by ``submit`` or by the release before it
+    (``python -m benchmarks.bench_kombu``). Here Celery still builds the message
     (``app.amqp.as_task_v2``: protocol-2 headers, body and ``task-sent`` fields) and kombu's
     channel still names the keys; what is written is exactly what kombu's Redis transport
     writes for the same publish (the contract tests compare the two), with one ``LPUSH`` and
