@@ -65,17 +65,10 @@ def test_a_release_is_published_as_a_celery_task_with_its_sent_event(transport, 
     args, kwargs, _embed = message["decoded"]
     assert args == [41]
     assert kwargs == {"project": "shop", "environment": "prod", "hint": HINT}
-    deadline = time.monotonic() + 5
-    sent = None
-    while sent is None and time.monotonic() < deadline:
-        got = events.get_message(timeout=0.5)
-        if got and got["type"] == "pmessage":
-            event = json.loads(base64.b64decode(json.loads(got["data"])["body"]))
-            if event["type"] == "task-sent":
-                sent = event
+    envelope = sent_events(events, [headers["id"]]).get(headers["id"])
     events.close()
-    assert sent is not None, "no task-sent event (Flower would not see the release sent)"
-    assert sent["uuid"] == headers["id"]
+    assert envelope is not None, "no task-sent event (Flower would not see the release sent)"
+    sent = json.loads(base64.b64decode(envelope["body"]))
     assert sent["name"] == EXECUTE_RELEASE
     assert sent["queue"] == QUEUE
 
@@ -97,13 +90,18 @@ def normalized(envelope: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def sent_events(pubsub: Any, count: int) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+def sent_events(pubsub: Any, task_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The ``task-sent`` event envelope of each of ``task_ids``, by task id. Pub/sub channels
+    are server-wide (not per database): other tests' events arrive too, and are skipped."""
+    out: dict[str, dict[str, Any]] = {}
     deadline = time.monotonic() + 5
-    while len(out) < count and time.monotonic() < deadline:
+    while len(out) < len(task_ids) and time.monotonic() < deadline:
         got = pubsub.get_message(timeout=0.5)
         if got and got["type"] == "pmessage":
-            out.append(json.loads(got["data"]))
+            envelope = json.loads(got["data"])
+            event = json.loads(base64.b64decode(envelope["body"]))
+            if event.get("type") == "task-sent" and event.get("uuid") in task_ids:
+                out[event["uuid"]] = envelope
     return out
 
 
@@ -126,10 +124,11 @@ def test_the_direct_publish_writes_what_celery_and_kombu_write(transport, r) -> 
     assert normalized(direct) == normalized(standard)
     assert direct["headers"]["root_id"] == direct["headers"]["id"]
     assert direct["properties"]["correlation_id"] == direct["headers"]["id"]
-    event_direct, event_standard = sent_events(events, 2)
+    ids = [direct["headers"]["id"], standard["headers"]["id"]]
+    sent = sent_events(events, ids)
     events.close()
-    assert normalized(event_direct) == normalized(event_standard)
-    assert json.loads(base64.b64decode(event_direct["body"]))["uuid"] == direct["headers"]["id"]
+    assert set(sent) == set(ids), "a task-sent event is missing"
+    assert normalized(sent[ids[0]]) == normalized(sent[ids[1]])
 
 
 def test_a_listener_on_celerys_publish_signals_gets_every_release(transport, r) -> None:
