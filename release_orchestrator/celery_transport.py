@@ -300,8 +300,7 @@ class _DirectPublish:
                  exchange: str, routing_key: str) -> str:
         """kombu's Redis envelope (``Channel.prepare_message`` and ``basic_publish``)."""
         channel = self.channel
-        properties.update(priority=0, delivery_info={"exchange": exchange,
-                                                     "routing_key": routing_key})
+        properties["delivery_info"] = {"exchange": exchange, "routing_key": routing_key}
         message = channel.prepare_message(json_dumps(body), 0, "application/json", "utf-8",
                                           headers, properties)
         message["body"], properties["body_encoding"] = channel.encode_body(
