@@ -18,7 +18,9 @@ task_reject_on_worker_lost = False
 worker_prefetch_multiplier = 1
 worker_disable_prefetch = True
 # Redelivery of unacked messages (only a message fetched but not yet acked can be unacked
-# with early ack): long enough never to fire for a message a worker holds.
+# with early ack): long enough never to fire for a message a worker holds. relo's app turns
+# kombu's ack emulation off (make_app; RELO_BROKER_ACK_EMULATION=true turns it back on): the
+# reconciler re-sends a release whose message was lost, so the timeout matters only with it.
 broker_transport_options = {
     "visibility_timeout": 12 * 3600,
     # One key per queue instead of four: a worker consuming 1,000 environment queues

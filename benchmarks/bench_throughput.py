@@ -12,7 +12,8 @@ by one client to a raw worker with the same settings, until the queue is drained
 and kombu on one queue (the target's baseline) and, for information, the same raw stack with
 relo's Celery tuning: the kombu Redis client reuse that relo's processes turn on
 (``reuse_kombu_redis_clients``), the worker's ``BRPOP`` packed once per queue
-(``pack_brpop_once``) and the batched task events of relo's workers (``BatchTaskEvents``),
+(``pack_brpop_once``), the batched task events of relo's workers (``BatchTaskEvents``) and
+kombu's ack emulation off, as relo's app runs (``make_app``),
 and the stock raw stack with its tasks spread round-robin over as many queues as relo has
 environments, one worker consuming them all (what the queue count alone costs Celery).
 """
@@ -185,7 +186,8 @@ def run(redis_url: str = DEFAULT_REDIS, repeat: int = 5, *, environments: int = 
     row["paired_ratios"] = [round(x, 3) for x in paired]
     row["paired_median"] = median(paired)
     info = measured("reuse", "raw Celery empty tasks/s, 1 queue, with relo's Celery tuning: "
-                    "kombu client reuse, packed BRPOP, batched task events (information)",
+                    "kombu client reuse, packed BRPOP, batched task events, no ack emulation "
+                    "(information)",
                     tasks)
     spread = measured("many", f"raw Celery empty tasks/s, {environments} queues, one worker "
                       "on all (information)", tasks)

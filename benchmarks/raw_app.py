@@ -4,8 +4,8 @@ It loads the same ``celeryconfig`` as relo (early ack, prefetch disabled, ``prio
 task events on) and adds a Redis result backend so that a round trip (``apply_async`` →
 ``get``) can be timed. ``RELO_BENCH_BROKER`` names the Redis database (broker and backend).
 Stock Celery and kombu unless ``RELO_BENCH_KOMBU_REUSE=1``: then with relo's Celery tuning, the
-kombu Redis client reuse, the ``BRPOP`` packed once per queue and the worker's batched task
-events.
+kombu Redis client reuse, the ``BRPOP`` packed once per queue, the worker's batched task
+events and kombu's ack emulation off.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from benchmarks.common import DEFAULT_REDIS
 URL = os.environ.get("RELO_BENCH_BROKER", DEFAULT_REDIS)
 #: "1": the raw worker reuses kombu's Redis clients as relo's processes do
 #: (release_orchestrator.celery_transport.reuse_kombu_redis_clients), packs its BRPOP once per
-#: queue (pack_brpop_once) and batches its task events as relo's workers do
-#: (BatchTaskEvents); else stock Celery and kombu.
+#: queue (pack_brpop_once), batches its task events as relo's workers do (BatchTaskEvents)
+#: and runs without kombu's ack emulation (make_app); else stock Celery and kombu.
 TUNED = os.environ.get("RELO_BENCH_KOMBU_REUSE") == "1"
 if TUNED:
     from release_orchestrator.celery_transport import pack_brpop_once, reuse_kombu_redis_clients
@@ -42,6 +42,8 @@ def build_app(url: str = URL) -> Celery:
         from release_orchestrator.celery_transport import BatchTaskEvents
 
         app.steps["consumer"].add(BatchTaskEvents)
+        app.conf.broker_transport_options = {**app.conf.broker_transport_options,
+                                             "ack_emulation": False}
 
     @app.task(name=NOOP)
     def noop() -> None:

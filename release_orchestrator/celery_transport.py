@@ -184,11 +184,27 @@ class BatchTaskEvents(bootsteps.StartStopStep):
 def make_app(settings: Settings, main: str = "relo") -> Celery:
     """A Celery app configured from ``celeryconfig`` and the ``RELO_*`` settings, with relo's
     kombu tuning (:func:`reuse_kombu_redis_clients`, :func:`pack_brpop_once`); its workers
-    batch their task events (:class:`BatchTaskEvents`)."""
+    batch their task events (:class:`BatchTaskEvents`).
+
+    On Redis, kombu's ack emulation is off unless ``RELO_BROKER_ACK_EMULATION`` is set. The
+    emulation records each delivered message in the ``unacked`` hash (one ``MULTI``/``EXEC``
+    round trip) and removes it at the ack (another): a worker that dies between the two has
+    its message put back on the queue after the visibility timeout. With early acks that
+    window is the moment between the worker's ``BRPOP`` and the pool taking the task, and
+    relo's reconciler already re-sends a release dispatched but not claimed within
+    ``RELO_REDISPATCH_AFTER`` (30 s, against the 12 h timeout), so the round trips bought
+    nothing. Without it, a worker that stops (warm or cold) still puts the messages it took
+    but did not start back on their queues (kombu's in-memory QoS); only a SIGKILL in that
+    window leaves the release to the reconciler.
+    """
     reuse_kombu_redis_clients()
     pack_brpop_once()
     app = Celery(main, broker=settings.effective_broker_url, set_as_current=False)
     app.config_from_object("celeryconfig")
+    app.conf.broker_transport_options = {
+        **app.conf.broker_transport_options,
+        "ack_emulation": settings.broker_ack_emulation,
+    }
     app.conf.relo_task_events_interval = settings.task_events_interval
     app.steps["consumer"].add(BatchTaskEvents)
     app.conf.beat_schedule = {

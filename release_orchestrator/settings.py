@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     #: Seconds a worker may hold its task events (for Flower) before publishing them as one
     #: message; 0: at every turn of its event loop, as stock Celery does.
     task_events_interval: float = Field(default=0.05, ge=0, le=60)
+    #: kombu's Redis ack emulation (an unacked message returns to its queue after the
+    #: visibility timeout). Off by default: relo's reconciler re-sends a release whose message
+    #: was lost, so the emulation only cost two Redis round trips per message.
+    broker_ack_emulation: bool = False
     user: str | None = None
     key_prefix: str = "relo"
     flower_basic_auth: str | None = None

@@ -125,3 +125,36 @@ def test_a_worker_consumes_many_queues_with_the_packed_brpop(own_redis_url: str)
             while len(got) < len(names) and time.monotonic() < deadline:
                 conn.drain_events(timeout=1)
     assert sorted(got) == list(range(len(names)))
+
+
+@pytest.mark.parametrize("emulation", [False, True])
+def test_relo_app_takes_messages_without_kombu_ack_emulation_unless_asked(
+    own_redis_url: str, emulation: bool
+) -> None:
+    """relo's app leaves no ``unacked`` record of a taken message (the reconciler re-sends a
+    lost release); ``RELO_BROKER_ACK_EMULATION`` brings kombu's emulation back."""
+    import redis
+    from kombu.transport import virtual
+
+    from release_orchestrator.celery_transport import make_app
+    from release_orchestrator.settings import Settings
+
+    app = make_app(Settings(redis_url=own_redis_url, broker_ack_emulation=emulation))
+    assert app.conf.broker_transport_options["priority_steps"] == [0]  # celeryconfig kept
+    client = redis.Redis.from_url(own_redis_url)
+    try:
+        with app.connection_for_write() as conn:
+            queue = conn.SimpleQueue("relo.test.acks")
+            try:
+                assert queue.channel.ack_emulation is emulation
+                assert (type(queue.channel.qos) is virtual.QoS) is not emulation
+                queue.put({"n": 1})
+                message = queue.get(timeout=5)
+                assert client.hlen("unacked") == (1 if emulation else 0)
+                message.ack()
+                assert client.hlen("unacked") == 0
+            finally:
+                queue.close()
+    finally:
+        client.close()
+        app.close()
