@@ -4,8 +4,8 @@ It loads the same ``celeryconfig`` as relo (early ack, prefetch disabled, ``prio
 task events on) and adds a Redis result backend so that a round trip (``apply_async`` →
 ``get``) can be timed. ``RELO_BENCH_BROKER`` names the Redis database (broker and backend).
 Stock Celery and kombu unless ``RELO_BENCH_KOMBU_REUSE=1``: then with relo's Celery tuning, the
-kombu Redis client reuse, the ``BRPOP`` packed once per queue, the worker's batched task
-events and kombu's ack emulation off.
+kombu Redis client reuse, the ``BRPOP`` packed once per queue, the consumed queues listed once
+per change, the worker's batched task events and kombu's ack emulation off.
 """
 
 from __future__ import annotations
@@ -24,10 +24,15 @@ URL = os.environ.get("RELO_BENCH_BROKER", DEFAULT_REDIS)
 #: and runs without kombu's ack emulation (make_app); else stock Celery and kombu.
 TUNED = os.environ.get("RELO_BENCH_KOMBU_REUSE") == "1"
 if TUNED:
-    from release_orchestrator.celery_transport import pack_brpop_once, reuse_kombu_redis_clients
+    from release_orchestrator.celery_transport import (
+        cache_active_queues,
+        pack_brpop_once,
+        reuse_kombu_redis_clients,
+    )
 
     reuse_kombu_redis_clients()
     pack_brpop_once()
+    cache_active_queues()
 
 NOOP = "bench.noop"
 NOW = "bench.now"

@@ -123,6 +123,43 @@ def pack_brpop_once() -> bool:
     return True
 
 
+def cache_active_queues() -> bool:
+    """Make kombu's Redis channels compute their list of consumed queues once per change.
+
+    ``Channel.active_queues`` filters and de-duplicates every consumed queue each time it is
+    read, and a worker's event loop reads it about eight times per message (at each turn,
+    and for each ``BRPOP``): 15 µs per read with 100 environment queues, 120 µs of the
+    worker main process's CPU per release, and ten times that with 1,000. Here the result is
+    kept per channel with the queue lists it was computed from, and computed again when they
+    differ (a queue consumed or cancelled, a fanout queue added). Idempotent; False when
+    kombu no longer has the property (the behaviour is then kombu's own).
+    """
+    try:
+        from kombu.transport import redis as kombu_redis
+    except ImportError:  # pragma: no cover - the redis extra is a dependency
+        return False
+    channel_cls: Any = getattr(kombu_redis, "Channel", None)
+    original = (channel_cls.__dict__.get("active_queues") if channel_cls is not None
+                else None)
+    if not isinstance(original, property) or original.fget is None:
+        return False
+    if getattr(original.fget, "relo_cached", False):
+        return True
+    compute = original.fget
+
+    def active_queues(self: Any) -> list[str]:
+        key = (tuple(self._active_queues), tuple(self.active_fanout_queues))
+        cached = self.__dict__.get("_relo_active_queues")
+        if cached is None or cached[0] != key:
+            cached = self.__dict__["_relo_active_queues"] = (key, compute(self))
+        return list(cached[1])  # a new list, as kombu's property returns
+
+    active_queues.relo_cached = True  # type: ignore[attr-defined]
+    active_queues.relo_original = compute  # type: ignore[attr-defined]
+    channel_cls.active_queues = property(active_queues, doc=original.__doc__)
+    return True
+
+
 def _bulk(value: bytes) -> bytes:
     """One RESP bulk string."""
     return b"$%d\r\n%s\r\n" % (len(value), value)
@@ -183,8 +220,8 @@ class BatchTaskEvents(bootsteps.StartStopStep):
 
 def make_app(settings: Settings, main: str = "relo") -> Celery:
     """A Celery app configured from ``celeryconfig`` and the ``RELO_*`` settings, with relo's
-    kombu tuning (:func:`reuse_kombu_redis_clients`, :func:`pack_brpop_once`); its workers
-    batch their task events (:class:`BatchTaskEvents`).
+    kombu tuning (:func:`reuse_kombu_redis_clients`, :func:`pack_brpop_once`,
+    :func:`cache_active_queues`); its workers batch their task events (:class:`BatchTaskEvents`).
 
     On Redis, kombu's ack emulation is off unless ``RELO_BROKER_ACK_EMULATION`` is set. The
     emulation records each delivered message in the ``unacked`` hash (one ``MULTI``/``EXEC``
@@ -199,6 +236,7 @@ def make_app(settings: Settings, main: str = "relo") -> Celery:
     """
     reuse_kombu_redis_clients()
     pack_brpop_once()
+    cache_active_queues()
     app = Celery(main, broker=settings.effective_broker_url, set_as_current=False)
     app.config_from_object("celeryconfig")
     app.conf.broker_transport_options = {

@@ -158,3 +158,37 @@ def test_relo_app_takes_messages_without_kombu_ack_emulation_unless_asked(
     finally:
         client.close()
         app.close()
+
+
+def test_active_queues_are_computed_once_per_change_and_stay_kombu_s(own_redis_url: str) -> None:
+    """``cache_active_queues``: the same list kombu computes, after every kind of change,
+    and not computed again while nothing changed."""
+    from kombu import Connection
+    from kombu.transport import redis as kombu_redis
+
+    from release_orchestrator.celery_transport import cache_active_queues
+
+    assert cache_active_queues()
+    assert cache_active_queues()  # idempotent: not wrapped twice
+    cached = kombu_redis.Channel.active_queues.fget
+    assert cached.relo_cached
+    compute = cached.relo_original  # kombu's own property
+    with Connection(own_redis_url) as conn:
+        channel = conn.default_channel
+        assert channel.active_queues == compute(channel) == []
+        for name in ("relo.t.a", "relo.t.b", "relo.t.c"):
+            channel.queue_declare(queue=name)
+            channel.basic_consume(name, no_ack=True, callback=lambda m: None,
+                                  consumer_tag=name)
+        assert channel.active_queues == compute(channel) == ["relo.t.a", "relo.t.b", "relo.t.c"]
+        first = channel.__dict__["_relo_active_queues"]
+        got = channel.active_queues
+        got.append("mutated by a caller")  # a copy: the cache is not touched
+        assert channel.__dict__["_relo_active_queues"] is first  # not computed again
+        assert channel.active_queues == ["relo.t.a", "relo.t.b", "relo.t.c"]
+        channel.basic_cancel("relo.t.b")
+        assert channel.active_queues == compute(channel) == ["relo.t.a", "relo.t.c"]
+        channel.active_fanout_queues.add("relo.t.c")  # as a fanout binding would
+        assert channel.active_queues == compute(channel) == ["relo.t.a"]
+        channel.active_fanout_queues.discard("relo.t.c")
+        assert channel.active_queues == compute(channel) == ["relo.t.a", "relo.t.c"]
