@@ -107,8 +107,8 @@ def throughput(app: Any, client: redis.Redis, queues: Sequence[str], n: int,
 class RawRig:
     """A raw worker on ``queues`` plus the in-process app that talks to it: stock Celery and
     kombu (the baseline), or with relo's Celery tuning (kombu client reuse on both sides, the
-    worker's ``BRPOP`` packed once per queue, its batched task events and no ack emulation)
-    when ``reuse``."""
+    worker's ``BRPOP`` packed once per queue, its consumed queues listed once per change, its
+    batched task events and no ack emulation) when ``reuse``."""
 
     def __init__(self, procs: Procs, redis_url: str, queues: Sequence[str], name: str,
                  reuse: bool = False) -> None:

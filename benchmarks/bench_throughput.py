@@ -12,8 +12,9 @@ by one client to a raw worker with the same settings, until the queue is drained
 and kombu on one queue (the target's baseline) and, for information, the same raw stack with
 relo's Celery tuning: the kombu Redis client reuse that relo's processes turn on
 (``reuse_kombu_redis_clients``), the worker's ``BRPOP`` packed once per queue
-(``pack_brpop_once``), the batched task events of relo's workers (``BatchTaskEvents``) and
-kombu's ack emulation off, as relo's app runs (``make_app``),
+(``pack_brpop_once``), the consumed queues listed once per change (``cache_active_queues``),
+the batched task events of relo's workers (``BatchTaskEvents``) and kombu's ack emulation
+off, as relo's app runs (``make_app``),
 and the stock raw stack with its tasks spread round-robin over as many queues as relo has
 environments, one worker consuming them all (what the queue count alone costs Celery).
 """

@@ -20,8 +20,9 @@ from benchmarks.common import DEFAULT_REDIS
 URL = os.environ.get("RELO_BENCH_BROKER", DEFAULT_REDIS)
 #: "1": the raw worker reuses kombu's Redis clients as relo's processes do
 #: (release_orchestrator.celery_transport.reuse_kombu_redis_clients), packs its BRPOP once per
-#: queue (pack_brpop_once), batches its task events as relo's workers do (BatchTaskEvents)
-#: and runs without kombu's ack emulation (make_app); else stock Celery and kombu.
+#: queue (pack_brpop_once), lists its consumed queues once per change (cache_active_queues),
+#: batches its task events as relo's workers do (BatchTaskEvents) and runs without kombu's
+#: ack emulation (make_app); else stock Celery and kombu.
 TUNED = os.environ.get("RELO_BENCH_KOMBU_REUSE") == "1"
 if TUNED:
     from release_orchestrator.celery_transport import (

@@ -128,8 +128,9 @@ def cache_active_queues() -> bool:
 
     ``Channel.active_queues`` filters and de-duplicates every consumed queue each time it is
     read, and a worker's event loop reads it about eight times per message (at each turn,
-    and for each ``BRPOP``): 15 µs per read with 100 environment queues, 120 µs of the
-    worker main process's CPU per release, and ten times that with 1,000. Here the result is
+    and for each ``BRPOP``): 15 µs per read with 100 environment queues, about 150 µs with
+    1,000. At 1,000 environments the worker's main process spent 1.8 ms of CPU per release
+    with kombu's property and 1.2 ms with this (BENCHMARKS.md, ninth round). Here the result is
     kept per channel with the queue lists it was computed from, and computed again when they
     differ (a queue consumed or cancelled, a fanout queue added). Idempotent; False when
     kombu no longer has the property (the behaviour is then kombu's own).
