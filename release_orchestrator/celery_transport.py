@@ -31,6 +31,15 @@ CONTROL_QUEUE = "relo.control"
 _PUBLISH_SIGNALS = (signals.before_task_publish, signals.after_task_publish, signals.task_sent)
 
 
+def _kombu_redis_channel() -> Any:
+    """kombu's Redis ``Channel`` class, which relo's kombu tuning patches (None without it)."""
+    try:
+        from kombu.transport import redis as kombu_redis
+    except ImportError:  # pragma: no cover - the redis extra is a dependency
+        return None
+    return getattr(kombu_redis, "Channel", None)
+
+
 def reuse_kombu_redis_clients() -> bool:
     """Make kombu's Redis channels reuse one ``redis.Redis`` client for their commands.
 
@@ -42,11 +51,8 @@ def reuse_kombu_redis_clients() -> bool:
     one per channel and pool is equivalent. Idempotent; False when kombu no longer has the
     hook (the behaviour is then kombu's own).
     """
-    try:
-        from kombu.transport import redis as kombu_redis
-    except ImportError:  # pragma: no cover - the redis extra is a dependency
-        return False
-    original = getattr(getattr(kombu_redis, "Channel", None), "_create_client", None)
+    channel_cls = _kombu_redis_channel()
+    original = getattr(channel_cls, "_create_client", None)
     if original is None:
         return False
     if getattr(original, "relo_reuse", False):
@@ -64,7 +70,7 @@ def reuse_kombu_redis_clients() -> bool:
 
     _create_client.relo_reuse = True  # type: ignore[attr-defined]
     _create_client.relo_original = original  # type: ignore[attr-defined]
-    kombu_redis.Channel._create_client = _create_client  # type: ignore[method-assign]
+    channel_cls._create_client = _create_client
     return True
 
 
@@ -80,11 +86,7 @@ def pack_brpop_once() -> bool:
     the same fairness. Channels with a global key prefix keep kombu's own method.
     Idempotent; False when kombu no longer has the hook (the behaviour is then kombu's own).
     """
-    try:
-        from kombu.transport import redis as kombu_redis
-    except ImportError:  # pragma: no cover - the redis extra is a dependency
-        return False
-    channel_cls: Any = getattr(kombu_redis, "Channel", None)
+    channel_cls = _kombu_redis_channel()
     original = getattr(channel_cls, "_brpop_start", None)
     if original is None:
         return False
@@ -123,6 +125,11 @@ def pack_brpop_once() -> bool:
     return True
 
 
+def _bulk(value: bytes) -> bytes:
+    """One RESP bulk string."""
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
 def cache_active_queues() -> bool:
     """Make kombu's Redis channels compute their list of consumed queues once per change.
 
@@ -135,13 +142,8 @@ def cache_active_queues() -> bool:
     differ (a queue consumed or cancelled, a fanout queue added). Idempotent; False when
     kombu no longer has the property (the behaviour is then kombu's own).
     """
-    try:
-        from kombu.transport import redis as kombu_redis
-    except ImportError:  # pragma: no cover - the redis extra is a dependency
-        return False
-    channel_cls: Any = getattr(kombu_redis, "Channel", None)
-    original = (channel_cls.__dict__.get("active_queues") if channel_cls is not None
-                else None)
+    channel_cls = _kombu_redis_channel()
+    original = vars(channel_cls).get("active_queues") if channel_cls is not None else None
     if not isinstance(original, property) or original.fget is None:
         return False
     if getattr(original.fget, "relo_cached", False):
@@ -159,11 +161,6 @@ def cache_active_queues() -> bool:
     active_queues.relo_original = compute  # type: ignore[attr-defined]
     channel_cls.active_queues = property(active_queues, doc=original.__doc__)
     return True
-
-
-def _bulk(value: bytes) -> bytes:
-    """One RESP bulk string."""
-    return b"$%d\r\n%s\r\n" % (len(value), value)
 
 
 class BatchTaskEvents(bootsteps.StartStopStep):

@@ -1,5 +1,6 @@
 """relo's kombu tuning (release_orchestrator.celery_transport): Redis channels reuse one
-client, and pack their ``BRPOP`` keys once."""
+client, pack their ``BRPOP`` keys once and list their consumed queues once per change; relo's
+app runs without kombu's ack emulation."""
 
 from __future__ import annotations
 
