@@ -25,15 +25,9 @@ URL = os.environ.get("RELO_BENCH_BROKER", DEFAULT_REDIS)
 #: ack emulation (make_app); else stock Celery and kombu.
 TUNED = os.environ.get("RELO_BENCH_KOMBU_REUSE") == "1"
 if TUNED:
-    from release_orchestrator.celery_transport import (
-        cache_active_queues,
-        pack_brpop_once,
-        reuse_kombu_redis_clients,
-    )
+    from release_orchestrator.celery_transport import tune_kombu_redis
 
-    reuse_kombu_redis_clients()
-    pack_brpop_once()
-    cache_active_queues()
+    tune_kombu_redis()
 
 NOOP = "bench.noop"
 NOW = "bench.now"

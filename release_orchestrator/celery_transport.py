@@ -163,6 +163,16 @@ def cache_active_queues() -> bool:
     return True
 
 
+def tune_kombu_redis() -> None:
+    """All of relo's kombu tuning for Redis channels, in this process: one client per
+    channel (:func:`reuse_kombu_redis_clients`), ``BRPOP`` keys packed once
+    (:func:`pack_brpop_once`), consumed queues listed once per change
+    (:func:`cache_active_queues`). Idempotent."""
+    reuse_kombu_redis_clients()
+    pack_brpop_once()
+    cache_active_queues()
+
+
 class BatchTaskEvents(bootsteps.StartStopStep):
     """Consumer bootstep: the worker publishes its task events (received, started,
     succeeded, ...) at most every :attr:`interval` seconds, in one message, instead of once
@@ -218,8 +228,8 @@ class BatchTaskEvents(bootsteps.StartStopStep):
 
 def make_app(settings: Settings, main: str = "relo") -> Celery:
     """A Celery app configured from ``celeryconfig`` and the ``RELO_*`` settings, with relo's
-    kombu tuning (:func:`reuse_kombu_redis_clients`, :func:`pack_brpop_once`,
-    :func:`cache_active_queues`); its workers batch their task events (:class:`BatchTaskEvents`).
+    kombu tuning (:func:`tune_kombu_redis`); its workers batch their task events
+    (:class:`BatchTaskEvents`).
 
     On Redis, kombu's ack emulation is off unless ``RELO_BROKER_ACK_EMULATION`` is set. The
     emulation records each delivered message in the ``unacked`` hash (one ``MULTI``/``EXEC``
@@ -232,9 +242,7 @@ def make_app(settings: Settings, main: str = "relo") -> Celery:
     but did not start back on their queues (kombu's in-memory QoS); only a SIGKILL in that
     window leaves the release to the reconciler.
     """
-    reuse_kombu_redis_clients()
-    pack_brpop_once()
-    cache_active_queues()
+    tune_kombu_redis()
     app = Celery(main, broker=settings.effective_broker_url, set_as_current=False)
     app.config_from_object("celeryconfig")
     app.conf.broker_transport_options = {
