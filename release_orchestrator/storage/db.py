@@ -29,7 +29,7 @@ from ..errors import Unavailable
 from ..settings import redact_url
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 
 
 def _sqlite_engine(url: str, immediate: bool) -> Engine:

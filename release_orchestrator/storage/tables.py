@@ -235,11 +235,10 @@ class ReleaseRow(Base):
 
 class StepRow(Base):
     __tablename__ = "steps"
+    # its index serves lookups by release too (no index on release_id alone: migration 0004)
     __table_args__ = (UniqueConstraint("release_id", "seq"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    release_id: Mapped[int] = mapped_column(
-        ForeignKey("releases.id", ondelete="CASCADE"), index=True
-    )
+    release_id: Mapped[int] = mapped_column(ForeignKey("releases.id", ondelete="CASCADE"))
     seq: Mapped[int] = mapped_column(Integer)
     resource: Mapped[str] = mapped_column(String(255))
     action: Mapped[str] = mapped_column(String(20))
