@@ -28,7 +28,7 @@ from ..locks import Lease, LockConflictError, LockRequest, LockStoreUnavailable
 from ..policy.admission import LockInfo
 from ..policy.plan import PlanError, PlannedStep, ResourceView, dependency_order, plan_release
 from ..storage.convert import sync_from
-from ..storage.records import Named, NamedRecord, ReleaseRecord, ResourceRecord, StateRecord
+from ..storage.records import NamedRecord, ReleaseRecord, ResourceRecord, StateRecord
 from ..storage.repository import Repository
 from ..storage.tables import StepRow
 from .context import Context
@@ -184,39 +184,22 @@ def execute(
     runner = Runner(ctx, release_id, lease, worker, row=row)
     job: Job | None = None
     stale: str | None = None
-    claimed = False
-    env = Named(pre.env_id, pre.environment)
     try:
         with ctx.db.session() as s:
             repo = Repository(s)
-            if row is None and repo.claims_returning:
-                # claim first, the row coming back with it; a row that does not match the
-                # hint rolls the claim back (_HintMismatch)
-                took = repo.claim(release_id, **_claim_values(now, worker, lease))
-                if took is None:  # not (any more) queued and dispatched: a late message
-                    row = repo.release_for_claim(release_id)[0]
-                    stale = f"skipped: release {release_id} is {row.status}"
-                elif _LockPlan.of_row(took, took.w_project, took.w_environment) != pre:
-                    raise _HintMismatch
-                else:
-                    row, claimed = took, True
-                    _started(repo, release_id, now, worker, lease, pre.project, pre.environment)
-                runner.row = row
-            elif row is None:  # SQLite before 3.35: read, then compare-and-set
+            if row is None:
                 row, prow, erow = repo.release_for_claim(release_id)
                 if row.status != ReleaseStatus.QUEUED or row.dispatched_at is None:
                     stale = f"skipped: release {release_id} is {row.status}"
                 elif _LockPlan.of_row(row, prow.name, erow.name) != pre:
                     stale = "mismatch"
                 runner.row = row
-            if stale is None and not claimed:
+            if stale is None:
                 claimed = _claim(repo, release_id, now, worker, lease, pre.project,
                                  pre.environment)
-            if claimed:  # what the runner needs, read in the claiming transaction
-                job = runner.build_job(repo, row, pre.project, env, resources)
-                runner.start_first_step(repo, job, now)
-    except _HintMismatch:
-        stale = "mismatch"  # the claim was rolled back
+                if claimed:  # what the runner needs, read in the claiming transaction
+                    job = runner.build_job(repo, row, prow, erow, resources)
+                    runner.start_first_step(repo, job, now)
     except BaseException:
         ctx.locks.release(lease)
         raise
@@ -252,22 +235,6 @@ def execute(
     return outcome
 
 
-class _HintMismatch(Exception):
-    """The claimed release is not what its message's lock hint said (rolls the claim back)."""
-
-
-def _claim_values(now: datetime, worker: str, lease: Lease) -> dict[str, Any]:
-    """What the claim writes besides the status."""
-    return {
-        "started_at": now,
-        "heartbeat_at": now,
-        "worker": worker,
-        "fencing_token": lease.fencing_token,
-        "lock_owner": lease.owner,
-        "queue_seq": None,
-    }
-
-
 def _claim(
     repo: Repository,
     release_id: int,
@@ -279,34 +246,28 @@ def _claim(
 ) -> bool:
     """Compare-and-set ``queued`` → ``running`` under this lease (a duplicate is a no-op)."""
     claimed = repo.set_status(
-        release_id, ReleaseStatus.QUEUED, ReleaseStatus.RUNNING,
-        **_claim_values(now, worker, lease),
+        release_id,
+        ReleaseStatus.QUEUED,
+        ReleaseStatus.RUNNING,
+        started_at=now,
+        heartbeat_at=now,
+        worker=worker,
+        fencing_token=lease.fencing_token,
+        lock_owner=lease.owner,
+        queue_seq=None,
     )
     if claimed:
-        _started(repo, release_id, now, worker, lease, project, environment)
+        repo.event(
+            at=now,
+            actor=worker,
+            kind="started",
+            project=project,
+            environment=environment,
+            release_id=release_id,
+            message=f"release {release_id} started on {worker} "
+            f"(fencing token {lease.fencing_token})",
+        )
     return claimed
-
-
-def _started(
-    repo: Repository,
-    release_id: int,
-    now: datetime,
-    worker: str,
-    lease: Lease,
-    project: str,
-    environment: str,
-) -> None:
-    """The ``started`` event of a claimed release."""
-    repo.event(
-        at=now,
-        actor=worker,
-        kind="started",
-        project=project,
-        environment=environment,
-        release_id=release_id,
-        message=f"release {release_id} started on {worker} "
-        f"(fencing token {lease.fencing_token})",
-    )
 
 
 def _undispatch(ctx: Context, release_id: int, why: str) -> bool:
@@ -418,23 +379,22 @@ class Runner:
             repo = Repository(s)
             row = self.row if self.row is not None else repo.release_row(self.release_id)
             project, env = repo.environment_by_id(row.environment_id)
-            return self.build_job(repo, row, project.name, env)
+            return self.build_job(repo, row, project, env)
 
     def build_job(
         self,
         repo: Repository,
         row: ReleaseRecord,
-        project: str,
+        project: NamedRecord,
         env: NamedRecord,
         resources: list[ResourceRecord] | None = None,
     ) -> Job:
         """The release with its environment's resources and their states (read in ``repo``;
-        ``project``: the project's name; ``resources``: the project's resource definitions,
-        when already read)."""
+        ``resources``: the project's resource definitions, when already read)."""
         job = Job(
             release_id=row.id,
             env_id=env.id,
-            project=project,
+            project=project.name,
             environment=env.name,
             type=ReleaseType(row.type),
             targets=[(t["resource"], Action(t["action"])) for t in row.targets],
@@ -446,7 +406,7 @@ class Runner:
             extra_vars=dict(row.extra_vars or {}),
         )
         if resources is None:  # definitions and states in one query
-            for res in repo.resources_with_states_in(env.id):
+            for res in repo.resources_with_states(project, env):
                 if res.state_id is None:
                     self._add_resource(job, res, repo.state(env, res))
                 else:

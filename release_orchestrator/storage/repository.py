@@ -14,7 +14,6 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import (
-    String,
     Table,
     bindparam,
     func,
@@ -274,30 +273,6 @@ _RELEASE_FOR_CLAIM = (
     )
     .where(_RELEASES.c.id == bindparam("release_id"))
 )
-# the claim of a dispatched release (queued -> running) returning the claimed row with its
-# project and environment names, as _RELEASE_FOR_CLAIM reads them: one statement where
-# reading the release and then setting its status took two (the SET clause comes from the
-# parameters' keys)
-_CLAIM = (
-    update(_RELEASES)
-    .where(
-        _RELEASES.c.id == bindparam("w_id"),
-        _RELEASES.c.status == _is(ReleaseStatus.QUEUED),
-        _RELEASES.c.dispatched_at.is_not(None),
-    )
-    .returning(
-        *_RELEASES.c,
-        # literal: SQLAlchemy writes RETURNING's columns without their table's name, which
-        # would make these subqueries' columns ambiguous
-        literal_column(
-            "(SELECT p.name FROM environments AS e JOIN projects AS p ON p.id = e.project_id"
-            " WHERE e.id = releases.environment_id)", String
-        ).label("w_project"),
-        literal_column(
-            "(SELECT e.name FROM environments AS e WHERE e.id = releases.environment_id)", String
-        ).label("w_environment"),
-    )
-)
 _SET_LAUNCHED = (
     update(_ENVIRONMENTS).where(_ENVIRONMENTS.c.id == bindparam("env_id")).values(launched=True)
 )
@@ -346,31 +321,25 @@ _PROJECT_RESOURCES = (
 _RESOURCE_ORDER = (_RESOURCES_T.c.ordinal, _RESOURCES_T.c.id)
 _RESOURCES = select(_RESOURCES_T).where(*_PROJECT_RESOURCES).order_by(*_RESOURCE_ORDER)
 # a project's resources with their state in one environment (None columns: no state yet)
-_RESOURCES_AND_STATES = select(
-    _RESOURCES_T,
-    _STATES.c.id.label("state_id"),
-    _STATES.c.desired_spec.label("state_desired_spec"),
-    _STATES.c.applied_spec.label("state_applied_spec"),
-    _STATES.c.ever_applied.label("state_ever_applied"),
-    _STATES.c.unknown.label("state_unknown"),
-).select_from(
-    _RESOURCES_T.outerjoin(
-        _STATES,
-        (_STATES.c.resource_id == _RESOURCES_T.c.id)
-        & (_STATES.c.environment_id == bindparam("env_id")),
+_RESOURCES_WITH_STATES = (
+    select(
+        _RESOURCES_T,
+        _STATES.c.id.label("state_id"),
+        _STATES.c.desired_spec.label("state_desired_spec"),
+        _STATES.c.applied_spec.label("state_applied_spec"),
+        _STATES.c.ever_applied.label("state_ever_applied"),
+        _STATES.c.unknown.label("state_unknown"),
     )
+    .select_from(
+        _RESOURCES_T.outerjoin(
+            _STATES,
+            (_STATES.c.resource_id == _RESOURCES_T.c.id)
+            & (_STATES.c.environment_id == bindparam("env_id")),
+        )
+    )
+    .where(*_PROJECT_RESOURCES)
+    .order_by(*_RESOURCE_ORDER)
 )
-_RESOURCES_WITH_STATES = _RESOURCES_AND_STATES.where(*_PROJECT_RESOURCES).order_by(
-    *_RESOURCE_ORDER
-)
-# the same for the environment's project, known by the environment's id alone (the claim)
-_RESOURCES_WITH_STATES_IN_ENV = _RESOURCES_AND_STATES.where(
-    _RESOURCES_T.c.project_id
-    == select(_ENVIRONMENTS.c.project_id)
-    .where(_ENVIRONMENTS.c.id == bindparam("env_id"))
-    .scalar_subquery(),
-    *_PROJECT_RESOURCES[1:],
-).order_by(*_RESOURCE_ORDER)
 _STATES_OF_ENV = select(_STATES).where(_STATES.c.environment_id == bindparam("env_id"))
 _QUEUE_AHEAD = (
     select(func.count())
@@ -581,10 +550,6 @@ class Repository:
         return list(
             self._read(_RESOURCES_WITH_STATES, {"project_id": project.id, "env_id": env.id})
         )
-
-    def resources_with_states_in(self, env_id: int) -> list[Any]:
-        """:meth:`resources_with_states` of the environment ``env_id``'s project."""
-        return list(self._read(_RESOURCES_WITH_STATES_IN_ENV, {"env_id": env_id}))
 
     def states(self, env: NamedRecord) -> dict[int, StateRecord]:
         """The environment's resource states by resource id (plain rows: read-only)."""
@@ -931,19 +896,6 @@ class Repository:
             params = {"w_id": release_id, "w_olds": [str(o) for o in old], "status": str(new)}
             result = self._x(_SET_STATUS, {**params, **values})
         return bool(getattr(result, "rowcount", 0) == 1)
-
-    @property
-    def claims_returning(self) -> bool:
-        """Whether :meth:`claim` is available (UPDATE … RETURNING: PostgreSQL, SQLite 3.35+)."""
-        return self._returning
-
-    def claim(self, release_id: int, **values: Any) -> Any:
-        """Compare-and-set a dispatched release ``queued`` → ``running`` with ``values``; the
-        claimed row as it is now (a plain row: read-only) with its project and environment
-        names (``w_project``, ``w_environment``), or None when it was not queued and
-        dispatched. Only where :attr:`claims_returning`."""
-        params = {"w_id": release_id, "status": str(ReleaseStatus.RUNNING), **values}
-        return self._x(_CLAIM, params).first()
 
     def fenced_update(self, release_id: int, token: int, **values: Any) -> bool:
         """Update a running release only if ``token`` is still its fencing token.
