@@ -80,9 +80,10 @@ def _redis_harness(kind: str, client: redis.Redis) -> Iterator[Harness]:
         client.close()
 
 
-@pytest.fixture(params=["memory", "fakeredis", "redis"])
+@pytest.fixture(params=["memory", "fakeredis", "redis", "redis-held"])
 def h(request: pytest.FixtureRequest) -> Iterator[Harness]:
-    """One harness per store implementation."""
+    """One harness per store implementation (``redis-held``: a client holding one connection,
+    as relo's processes use, on which the store sends its scripts itself)."""
     if request.param == "memory":
         clock = FakeClock()
         mem = MemoryLockStore(clock=clock)
@@ -96,13 +97,14 @@ def h(request: pytest.FixtureRequest) -> Iterator[Harness]:
             db=REDIS_DB,
             socket_timeout=2,
             socket_connect_timeout=1,
+            single_connection_client=request.param == "redis-held",
         )
         try:
             client.ping()
         except redis.exceptions.RedisError as exc:
             client.close()
             pytest.skip(f"real Redis at {REDIS_HOST}:{REDIS_PORT} not answering: {exc!r}")
-        yield from _redis_harness("redis", client)
+        yield from _redis_harness(request.param, client)
 
 
 def req(

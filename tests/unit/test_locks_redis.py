@@ -31,14 +31,16 @@ from tests.conftest import REDIS_DB, REDIS_HOST, REDIS_PORT
 ENV = "shop/prod"
 
 
-@pytest.fixture(params=["fakeredis", "redis"])
+@pytest.fixture(params=["fakeredis", "redis", "redis-held"])
 def client(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
     """A fakeredis client, or one on this pytest worker's real Redis DB (skipped if not
-    answering)."""
+    answering): pooled, or holding one connection as relo's processes do (the store then
+    sends its scripts on that connection itself)."""
     if request.param == "fakeredis":
         c: redis.Redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
     else:
-        c = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB, socket_connect_timeout=1)
+        c = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB, socket_connect_timeout=1,
+                        single_connection_client=request.param == "redis-held")
         try:
             c.ping()
         except redis.exceptions.RedisError as exc:
@@ -59,17 +61,30 @@ def store(client: redis.Redis) -> Iterator[RedisLockStore]:
 
 
 class CommandCounter:
-    """Wraps ``client.execute_command`` and records the command names sent."""
+    """Wraps ``client.execute_command`` (and the held connection's ``send_packed_command``,
+    which the store uses directly on such a client) and records the command names sent."""
 
     def __init__(self, client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
         self.commands: list[str] = []
         original = client.execute_command
+        held = client.connection
 
         def counting(*args: Any, **kwargs: Any) -> Any:
-            self.commands.append(str(args[0]).upper())
+            if held is None:  # a held connection's commands are counted as they are sent
+                self.commands.append(str(args[0]).upper())
             return original(*args, **kwargs)
 
         monkeypatch.setattr(client, "execute_command", counting)
+        if held is not None:
+            send = held.send_packed_command
+
+            def sending(command: Any, *args: Any, **kwargs: Any) -> Any:
+                for packed in [command] if isinstance(command, (bytes, str)) else command:
+                    # the first bulk string of a RESP array is the command's name
+                    self.commands.append(bytes(packed).split(b"\r\n")[2].decode().upper())
+                return send(command, *args, **kwargs)
+
+            monkeypatch.setattr(held, "send_packed_command", sending)
 
     def reset(self) -> None:
         self.commands.clear()
@@ -187,6 +202,82 @@ def test_redis_errors_become_lock_store_unavailable() -> None:
             assert ":1" not in message
     finally:
         client.close()
+
+
+def _held_client() -> redis.Redis:
+    c = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB, socket_connect_timeout=1,
+                    single_connection_client=True)
+    try:
+        c.ping()
+    except redis.exceptions.RedisError as exc:
+        c.close()
+        pytest.skip(f"real Redis at 127.0.0.1:6379 not answering: {exc!r}")
+    return c
+
+
+def test_a_held_connection_carries_the_scripts_without_execute_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """relo's clients hold one connection (services/context.py): the store packs, sends and
+    reads each script there itself, not through ``execute_command``."""
+    c = _held_client()
+    store = RedisLockStore(c, prefix=f"relotest-{uuid.uuid4().hex[:12]}")
+    try:
+        warm = store.acquire(LockRequest(ENV, "0:warm", False, ("service/web",)))
+        store.extend(warm)  # every script the test uses is in the server's cache
+        store.holders(ENV)
+        store.release_and_holders(warm)
+
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError(f"execute_command{args[:1]} on the held connection")
+
+        monkeypatch.setattr(c, "execute_command", refuse)
+        lease = store.acquire(LockRequest(ENV, "1:a", False, ("service/web",), release_id=1))
+        assert {h.owner for h in store.holders(ENV)} == {"1:a"}
+        assert store.extend(lease)
+        with pytest.raises(LockConflictError):
+            store.acquire(LockRequest(ENV, "2:b", True, release_id=2))
+        assert store.release_and_holders(lease) == []
+    finally:
+        monkeypatch.undo()
+        for key in c.scan_iter(match=f"{store.prefix}:*"):
+            c.delete(key)
+        c.close()
+
+
+def test_a_held_connection_that_dropped_is_replaced_and_the_script_runs() -> None:
+    """A connection killed between two scripts: the next one falls back to
+    ``execute_command``, which reconnects; nothing is read from the dead connection."""
+    c = _held_client()
+    admin = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB)
+    store = RedisLockStore(c, prefix=f"relotest-{uuid.uuid4().hex[:12]}")
+    try:
+        first = store.acquire(LockRequest(ENV, "1:a", False, ("service/web",), release_id=1))
+        admin.client_kill_filter(_id=c.client_id())
+        store.release(first)
+        second = store.acquire(LockRequest(ENV, "2:b", False, ("service/web",), release_id=2))
+        assert second.fencing_token == first.fencing_token + 1
+        assert {h.owner for h in store.holders(ENV)} == {"2:b"}
+        admin.client_kill_filter(_id=c.client_id())
+        store.release(second)
+        assert store.holders(ENV) == []
+    finally:
+        for key in c.scan_iter(match=f"{store.prefix}:*"):
+            c.delete(key)
+        c.close()
+        admin.close()
+
+
+def test_commands_are_packed_as_redis_py_packs_them() -> None:
+    from redis._parsers.encoders import Encoder
+    from redis.connection import PythonRespSerializer
+
+    from release_orchestrator.locks.redis_store import _pack
+
+    args = ("EVALSHA", "0" * 40, 3, "relo:lock:shop/prod:env", b"raw\r\nbytes", "", 60000,
+            "n\u00e4me/\u00fcnicode", -1)
+    reference = PythonRespSerializer(10**9, Encoder("utf-8", "strict", False).encode).pack(*args)
+    assert b"".join(_pack(*args)) == b"".join(reference)
 
 
 def test_wrong_type_is_reported_as_unavailable() -> None:
