@@ -1,7 +1,7 @@
 """The Celery-layer costs relo tunes, in one process: a release's publish and a worker's BRPOP.
 
 * publish: CPU per ``CeleryTransport.send_release`` (the task and its ``task-sent`` event on a
-  real Redis) through relo's direct pipeline (``_DirectPublish``), through ``send_task`` on
+  real Redis) through relo's direct publish (``_DirectPublish``: one round trip packed by relo), through ``send_task`` on
   the same kept producer (what relo did before), and through plain ``send_task`` (stock);
 * BRPOP: CPU to build and pack the ``BRPOP`` a worker sends over ``--queues`` queues, by
   kombu as shipped and with relo's packing (``pack_brpop_once``), without sending it.
@@ -80,7 +80,7 @@ def publish_rows(redis_url: str, rounds: int, n: int) -> list[tuple[str, float]]
         app.close()
         flush.close()
     return [
-        ("publish, relo's direct pipeline (_DirectPublish)", statistics.median(got["direct"])),
+        ("publish, relo's direct publish (_DirectPublish)", statistics.median(got["direct"])),
         ("publish, send_task on the kept producer (before)", statistics.median(got["kept"])),
         ("publish, plain send_task (stock Celery)", statistics.median(got["stock"])),
     ]

@@ -35,6 +35,7 @@ from release_orchestrator.locks.types import (
     sort_holders,
     utc_from_ms,
 )
+from release_orchestrator.resp import pack
 
 __all__ = ["SCRIPT_NAMES", "RedisLockStore", "load_script"]
 
@@ -64,19 +65,6 @@ def load_script(name: str) -> str:
 def _names_json(names: tuple[str, ...]) -> str:
     """Resource names as the scripts' JSON argument (the same names release after release)."""
     return json.dumps(list(names))
-
-
-def _pack(*args: Any) -> list[bytes]:
-    """One command in the Redis protocol (RESP), as redis-py packs it for ``str``, ``bytes``
-    and ``int`` arguments (the only kinds the lock scripts take)."""
-    parts = []
-    for arg in args:
-        if isinstance(arg, str):
-            arg = arg.encode("utf-8")
-        elif not isinstance(arg, bytes):
-            arg = str(int(arg)).encode("ascii")
-        parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
-    return [b"*%d\r\n%s" % (len(parts), b"".join(parts))]
 
 
 def _direct_connection(client: Any) -> Any:
@@ -180,7 +168,7 @@ class RedisLockStore:
             with client.single_connection_lock:
                 if client.connection is conn:
                     try:
-                        conn.send_packed_command(_pack(*command))
+                        conn.send_packed_command(pack(*command))
                         return conn.read_response()
                     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
                         conn.disconnect()  # no half-read reply left for the next command

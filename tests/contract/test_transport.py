@@ -158,8 +158,8 @@ def test_a_failed_publish_is_sent_again_on_a_new_connection(transport, r, monkey
     def refuse(*_a: Any, **_k: Any) -> None:
         raise redis.ConnectionError("connection reset by peer")
 
-    if path == "direct":  # the pipeline fails after the commands are queued
-        monkeypatch.setattr(broken.direct.pipe, "execute", refuse)
+    if path == "direct":  # the connection fails before the commands are written
+        monkeypatch.setattr(broken.direct.pool, "get_connection", refuse)
     else:
         monkeypatch.setattr(broken, "direct", None)
         monkeypatch.setattr(broken.producer, "publish", refuse)
@@ -169,6 +169,25 @@ def test_a_failed_publish_is_sent_again_on_a_new_connection(transport, r, monkey
     assert kept is not broken  # the broken producer was dropped...
     transport.send_release("shop", "prod", 3, "third")  # ...and the next one publishes
     assert [m["decoded"][0] for m in messages(r)] == [[1], [2], [3]]
+
+
+def test_a_direct_publish_that_fails_midway_leaves_no_reply_unread(transport, r) -> None:
+    """The task's ``LPUSH`` fails (the key is not a list) while the event's ``PUBLISH`` reply
+    is still on its way: the connection is closed, so its next user does not read that
+    reply as its own."""
+    transport.send_release("shop", "prod", 1, "first")
+    direct = transport._kept().direct
+    assert direct is not None
+    r.set("not-a-list", "x")
+    conn = direct.pool.get_connection()  # the connection the next write takes (LIFO pool)
+    direct.pool.release(conn)
+    with pytest.raises(redis.ResponseError):
+        direct._write("not-a-list", "task", "event")
+    assert conn._sock is None, "the connection with the unread reply was not closed"
+    direct._write(QUEUE, "task", "event")
+    assert r.lindex(QUEUE, 0) == b"task"
+    assert direct.channel.client.ping() is True  # the same pool: no stale reply in it
+    r.delete("not-a-list")
 
 
 def test_each_thread_publishes_with_its_own_producer(transport, r) -> None:

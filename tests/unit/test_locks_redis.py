@@ -272,12 +272,12 @@ def test_commands_are_packed_as_redis_py_packs_them() -> None:
     from redis._parsers.encoders import Encoder
     from redis.connection import PythonRespSerializer
 
-    from release_orchestrator.locks.redis_store import _pack
+    from release_orchestrator.resp import pack
 
     args = ("EVALSHA", "0" * 40, 3, "relo:lock:shop/prod:env", b"raw\r\nbytes", "", 60000,
             "n\u00e4me/\u00fcnicode", -1)
     reference = PythonRespSerializer(10**9, Encoder("utf-8", "strict", False).encode).pack(*args)
-    assert b"".join(_pack(*args)) == b"".join(reference)
+    assert b"".join(pack(*args)) == b"".join(reference)
 
 
 def test_wrong_type_is_reported_as_unavailable() -> None:
