@@ -1,8 +1,9 @@
 """The Celery-layer costs relo tunes, in one process: a release's publish and a worker's BRPOP.
 
 * publish: CPU per ``CeleryTransport.send_release`` (the task and its ``task-sent`` event on a
-  real Redis) through relo's direct publish (``_DirectPublish``: one round trip packed by relo), through ``send_task`` on
-  the same kept producer (what relo did before), and through plain ``send_task`` (stock);
+  real Redis) through relo's direct publish (``_DirectPublish``: one round trip packed by
+  relo), through ``send_task`` on the same kept producer (what relo did before), and through
+  plain ``send_task`` (stock);
 * BRPOP: CPU to build and pack the ``BRPOP`` a worker sends over ``--queues`` queues, by
   kombu as shipped and with relo's packing (``pack_brpop_once``), without sending it.
 
