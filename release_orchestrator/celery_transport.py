@@ -103,21 +103,24 @@ def pack_brpop_once() -> bool:
         if not queues:
             return None
         connection = self.client.connection
-        encode = connection.encoder.encode
-        packed: dict[tuple[str, int], bytes] = self.__dict__.setdefault("_relo_brpop_keys", {})
+        # per priority step, each queue's key packed once: {queue: bytes}
+        packed: dict[int, dict[str, bytes]] = self.__dict__.setdefault("_relo_brpop_keys", {})
         parts = []
         for pri in self.priority_steps:
-            for queue in queues:
-                part = packed.get((queue, pri))
-                if part is None:
-                    part = packed[(queue, pri)] = _bulk(encode(self._q_for_pri(queue, pri)))
-                parts.append(part)
-        parts.append(_bulk(encode(timeout or 0)))
+            keys = packed.setdefault(pri, {})
+            try:
+                parts.append(b"".join(map(keys.__getitem__, queues)))  # no Python per queue
+            except KeyError:  # a queue not packed yet
+                encode = connection.encoder.encode
+                for queue in queues:
+                    if queue not in keys:
+                        keys[queue] = _bulk(encode(self._q_for_pri(queue, pri)))
+                parts.append(b"".join(map(keys.__getitem__, queues)))
+        timeout_part = _bulk(connection.encoder.encode(timeout or 0))
         self._in_poll = connection
         self._brpop_sent_at = time.monotonic()
-        connection.send_packed_command(
-            [b"*%d\r\n$5\r\nBRPOP\r\n%s" % (len(parts) + 1, b"".join(parts))]
-        )
+        connection.send_packed_command([b"*%d\r\n$5\r\nBRPOP\r\n%s%s" % (
+            len(queues) * len(self.priority_steps) + 2, b"".join(parts), timeout_part)])
         return None
 
     _brpop_start.relo_packed = True  # type: ignore[attr-defined]

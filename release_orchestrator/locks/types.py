@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -33,10 +34,13 @@ SCOPE_RESOURCE: LockScope = "resource"
 _SCOPE_ORDER = {SCOPE_ENVIRONMENT: 0, SCOPE_SLOT: 1, SCOPE_RESOURCE: 2}
 
 
+_WHITESPACE = re.compile(r"\s")
+
+
 def _validate_owner(owner: str) -> None:
     if not isinstance(owner, str) or not owner or len(owner) > 512:
         raise ValueError(f"invalid lock owner {owner!r}")
-    if any(ch.isspace() for ch in owner):
+    if _WHITESPACE.search(owner):  # str.isspace's characters, found in C
         raise ValueError(f"lock owner must not contain whitespace: {owner!r}")
 
 

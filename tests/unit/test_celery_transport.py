@@ -94,7 +94,7 @@ def test_brpop_is_packed_once_per_queue_and_sends_what_kombu_sends(own_redis_url
             assert ours == _sent_brpop(channel, original)
             order = channel._queue_cycle.consume(len(queues))
             assert ours.index(order[0].encode()) < ours.index(order[-1].encode())
-        assert len(channel.__dict__["_relo_brpop_keys"]) == len(queues)
+        assert len(channel.__dict__["_relo_brpop_keys"][0]) == len(queues)  # packed once each
     # with several priority steps every (queue, step) key is listed, as kombu lists them
     with Connection(own_redis_url, transport_options={"priority_steps": [0, 3, 6]}) as conn:
         channel = conn.default_channel
