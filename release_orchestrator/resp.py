@@ -11,15 +11,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from redis.exceptions import DataError
+
 
 def pack(*args: Any) -> list[bytes]:
-    """One command as redis-py packs it for ``str`` (UTF-8), ``bytes`` and ``int``
-    arguments, as the list ``Connection.send_packed_command`` takes."""
+    """One command as redis-py packs it with its default encoding (``Encoder``: ``str`` as
+    UTF-8, ``int`` and ``float`` by ``repr``, bytes as they are; ``bool`` and anything else
+    refused with ``DataError``), as the list ``Connection.send_packed_command`` takes."""
     parts = []
     for arg in args:
         if isinstance(arg, str):
             arg = arg.encode("utf-8")
-        elif not isinstance(arg, bytes):
-            arg = str(int(arg)).encode("ascii")
+        elif isinstance(arg, (bytes, bytearray, memoryview)):
+            arg = bytes(arg)
+        elif isinstance(arg, (int, float)) and not isinstance(arg, bool):
+            arg = repr(arg).encode("ascii")
+        else:
+            raise DataError(f"Invalid input of type: '{type(arg).__name__}'. "
+                            "Convert to a bytes, string, int or float first.")
         parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
     return [b"*%d\r\n%s" % (len(parts), b"".join(parts))]

@@ -275,9 +275,12 @@ def test_commands_are_packed_as_redis_py_packs_them() -> None:
     from release_orchestrator.resp import pack
 
     args = ("EVALSHA", "0" * 40, 3, "relo:lock:shop/prod:env", b"raw\r\nbytes", "", 60000,
-            "n\u00e4me/\u00fcnicode", -1)
+            "n\u00e4me/\u00fcnicode", -1, 2.5, bytearray(b"ba"), memoryview(b"mv"))
     reference = PythonRespSerializer(10**9, Encoder("utf-8", "strict", False).encode).pack(*args)
-    assert b"".join(pack(*args)) == b"".join(reference)
+    assert b"".join(pack(*args)) == b"".join(bytes(part) for part in reference)
+    for bad in (True, None, ["list"]):
+        with pytest.raises(redis.exceptions.DataError):
+            pack("SET", "key", bad)
 
 
 def test_wrong_type_is_reported_as_unavailable() -> None:
