@@ -158,9 +158,10 @@ class RedisLockStore:
         CPU per call (its retry wrapper, observability hooks, per-argument encoding), for
         every lock script of every release. A connection error or timeout there falls back
         to ``execute_command``, which reconnects and retries as the client is configured:
-        every lock script may run again (an owner's re-acquisition replaces what it held;
-        release, extend and the listings are idempotent). Other clients (a pooled one,
-        fakeredis) go through ``execute_command``.
+        a lock script may then run twice, as with redis-py's own retries (an owner's
+        re-acquisition replaces what it held; release, extend and the listings are
+        idempotent; a repeated break finds nothing left to break). Other clients (a pooled
+        one, fakeredis) go through ``execute_command``.
         """
         client: Any = self._client
         conn = _direct_connection(client)
@@ -169,9 +170,15 @@ class RedisLockStore:
                 if client.connection is conn:
                     try:
                         conn.send_packed_command(pack(*command))
-                        return conn.read_response()
+                        reply = conn.read_response()
                     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
                         conn.disconnect()  # no half-read reply left for the next command
+                    else:
+                        # as execute_command does after a command (a server's maintenance
+                        # notice): the next command connects anew
+                        if conn.should_reconnect():
+                            conn.disconnect()
+                        return reply
         return client.execute_command(*command)
 
     def acquire(self, request: LockRequest) -> Lease:
