@@ -267,7 +267,7 @@ def make_app(settings: Settings, main: str = "relo") -> Celery:
 
 class _DirectPublish:
     """A release task and its ``task-sent`` event, written to kombu's Redis channel in one
-    pipeline without the layers above it.
+    round trip without the layers above it.
 
     Celery's ``send_task`` and kombu's ``Producer.publish`` spent more than half of a
     release's publish (routing, option merging, two producer publishes, the batch: about
