@@ -39,15 +39,22 @@ def client(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
     if request.param == "fakeredis":
         c: redis.Redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
     else:
-        c = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB, socket_connect_timeout=1,
-                        single_connection_client=request.param == "redis-held")
-        try:
-            c.ping()
-        except redis.exceptions.RedisError as exc:
-            c.close()
-            pytest.skip(f"real Redis at 127.0.0.1:6379 not answering: {exc!r}")
+        c = _real_client(held=request.param == "redis-held")
     yield c
     c.close()
+
+
+def _real_client(*, held: bool) -> redis.Redis:
+    """A client of this pytest worker's real Redis DB (the test is skipped if it does not
+    answer); ``held``: one connection held, as relo's processes use."""
+    c = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB, socket_connect_timeout=1,
+                    single_connection_client=held)
+    try:
+        c.ping()
+    except redis.exceptions.RedisError as exc:
+        c.close()
+        pytest.skip(f"real Redis at 127.0.0.1:6379 not answering: {exc!r}")
+    return c
 
 
 @pytest.fixture
@@ -204,23 +211,12 @@ def test_redis_errors_become_lock_store_unavailable() -> None:
         client.close()
 
 
-def _held_client() -> redis.Redis:
-    c = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB, socket_connect_timeout=1,
-                    single_connection_client=True)
-    try:
-        c.ping()
-    except redis.exceptions.RedisError as exc:
-        c.close()
-        pytest.skip(f"real Redis at 127.0.0.1:6379 not answering: {exc!r}")
-    return c
-
-
 def test_a_held_connection_carries_the_scripts_without_execute_command(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """relo's clients hold one connection (services/context.py): the store packs, sends and
     reads each script there itself, not through ``execute_command``."""
-    c = _held_client()
+    c = _real_client(held=True)
     store = RedisLockStore(c, prefix=f"relotest-{uuid.uuid4().hex[:12]}")
     try:
         warm = store.acquire(LockRequest(ENV, "0:warm", False, ("service/web",)))
@@ -248,7 +244,7 @@ def test_a_held_connection_carries_the_scripts_without_execute_command(
 def test_a_held_connection_that_dropped_is_replaced_and_the_script_runs() -> None:
     """A connection killed between two scripts: the next one falls back to
     ``execute_command``, which reconnects; nothing is read from the dead connection."""
-    c = _held_client()
+    c = _real_client(held=True)
     admin = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB)
     store = RedisLockStore(c, prefix=f"relotest-{uuid.uuid4().hex[:12]}")
     try:
