@@ -19,7 +19,7 @@ from kombu.utils.json import dumps as json_dumps
 from vine import promise
 
 from .domain.names import queue_name
-from .resp import pack
+from .resp import bulk, pack
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -114,9 +114,9 @@ def pack_brpop_once() -> bool:
                 encode = connection.encoder.encode
                 for queue in queues:
                     if queue not in keys:
-                        keys[queue] = _bulk(encode(self._q_for_pri(queue, pri)))
+                        keys[queue] = bulk(encode(self._q_for_pri(queue, pri)))
                 parts.append(b"".join(map(keys.__getitem__, queues)))
-        timeout_part = _bulk(connection.encoder.encode(timeout or 0))
+        timeout_part = bulk(connection.encoder.encode(timeout or 0))
         self._in_poll = connection
         self._brpop_sent_at = time.monotonic()
         connection.send_packed_command([b"*%d\r\n$5\r\nBRPOP\r\n%s%s" % (
@@ -127,11 +127,6 @@ def pack_brpop_once() -> bool:
     _brpop_start.relo_original = original  # type: ignore[attr-defined]
     channel_cls._brpop_start = _brpop_start
     return True
-
-
-def _bulk(value: bytes) -> bytes:
-    """One RESP bulk string."""
-    return b"$%d\r\n%s\r\n" % (len(value), value)
 
 
 def cache_active_queues() -> bool:

@@ -4,7 +4,8 @@ The hot path sends a few commands per release (three lock scripts, a release's p
 redis-py's ``execute_command`` and ``Pipeline`` cost about 20-30 µs of CPU per call on top
 of the socket I/O (retry wrappers, observability hooks, a per-argument encoder, command
 stacks), so those commands are packed here and written and read on a redis-py connection
-directly; its socket, timeouts and health checks stay redis-py's.
+directly; its socket, timeouts and health checks stay redis-py's. A worker's ``BRPOP``
+(``celery_transport.pack_brpop_once``) is built from :func:`bulk` strings too.
 """
 
 from __future__ import annotations
@@ -29,5 +30,10 @@ def pack(*args: Any) -> list[bytes]:
         else:
             raise DataError(f"Invalid input of type: '{type(arg).__name__}'. "
                             "Convert to a bytes, string, int or float first.")
-        parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+        parts.append(bulk(arg))
     return [b"*%d\r\n%s" % (len(parts), b"".join(parts))]
+
+
+def bulk(value: bytes) -> bytes:
+    """One RESP bulk string."""
+    return b"$%d\r\n%s\r\n" % (len(value), value)
